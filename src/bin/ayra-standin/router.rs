@@ -1,0 +1,49 @@
+//! Routing: which handler answers a request, and what every answer gets (`date`, `HEAD`).
+
+use crate::control;
+use crate::conversation;
+use crate::echo;
+use crate::request_reader::Request;
+use crate::response::Response;
+use crate::state::State;
+
+/// The answer to `request`: the control API under `/_standin/`, the API
+/// under `/v1/` (counted and given a serial), 404 elsewhere.
+pub fn respond(state: &State, request: &Request) -> Response {
+    let mut response = route(state, request);
+    if response.send_date {
+        response
+            .headers
+            .insert(0, ("date".to_owned(), state.clock.http_date()));
+    }
+    response.head_only = request.method == "HEAD";
+    response
+}
+
+fn route(state: &State, request: &Request) -> Response {
+    if let Some(control_path) = request.path.strip_prefix("/_standin/") {
+        return control::respond(state, request, control_path);
+    }
+    if !request.path.starts_with("/v1/") {
+        return Response::no_route(&request.method, &request.path);
+    }
+    let conversation_id = conversation_id(request);
+    let serial = state.record_api_request(request, conversation_id);
+    let mut response = match conversation_id {
+        Some(id) => conversation::respond(state, request, id, serial),
+        None => echo::respond(request),
+    };
+    response
+        .headers
+        .insert(0, ("x-standin-serial".to_owned(), serial.to_string()));
+    response
+}
+
+/// The id of a `GET`/`HEAD /v1/conversations/{id}` request (one non-empty path segment).
+fn conversation_id(request: &Request) -> Option<&str> {
+    if request.method != "GET" && request.method != "HEAD" {
+        return None;
+    }
+    let id = request.path.strip_prefix("/v1/conversations/")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}

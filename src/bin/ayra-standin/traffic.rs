@@ -1,0 +1,56 @@
+//! The record of API requests served: counters and the most recent requests.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::request_reader::Request;
+
+/// How many recent API requests are kept.
+const RECENT_REQUESTS: usize = 200;
+
+/// One API request as the stand-in received it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeenRequest {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+}
+
+/// Counters and recent requests; serialises as the body of `GET /_standin/stats`.
+#[derive(Debug, Default, Serialize)]
+pub struct Traffic {
+    requests_total: u64,
+    conversation_requests: HashMap<String, u64>,
+    requests: VecDeque<SeenRequest>,
+}
+
+impl Traffic {
+    /// Counts an API request; `conversation` is its id on the conversation route.
+    pub fn record(&mut self, request: &Request, conversation: Option<&str>) {
+        self.requests_total += 1;
+        if let Some(id) = conversation {
+            match self.conversation_requests.get_mut(id) {
+                Some(count) => *count += 1,
+                None => {
+                    self.conversation_requests.insert(id.to_owned(), 1);
+                }
+            }
+        }
+        if self.requests.len() == RECENT_REQUESTS {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(SeenRequest {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            query: request.query.clone(),
+            headers: request.headers.clone(),
+        });
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}

@@ -1,0 +1,173 @@
+//! The cache key: credential partition, conversation id and the three include flags.
+
+use crate::auth::Partition;
+use crate::route::ConversationId;
+
+/// The three `include_*` query flags, each `true` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flags {
+    pub transcript: bool,
+    pub recording: bool,
+    pub analytics: bool,
+}
+
+impl Default for Flags {
+    fn default() -> Self {
+        Flags {
+            transcript: true,
+            recording: true,
+            analytics: true,
+        }
+    }
+}
+
+impl Flags {
+    /// The query the proxy sends upstream: every flag written out.
+    pub fn upstream_query(&self) -> String {
+        format!(
+            "include_transcript={}&include_recording={}&include_analytics={}",
+            self.transcript, self.recording, self.analytics
+        )
+    }
+}
+
+/// Why a query on the cached route cannot be read unambiguously.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BypassReason {
+    /// The same flag appears twice.
+    RepeatedFlag,
+    /// A flag's value is not true/false/1/0.
+    UnreadableFlag,
+    /// A parameter other than the three flags.
+    UnknownParameter,
+}
+
+impl BypassReason {
+    /// The name used in `cache-status` and the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::RepeatedFlag => "repeated_flag",
+            BypassReason::UnreadableFlag => "unreadable_flag",
+            BypassReason::UnknownParameter => "unknown_parameter",
+        }
+    }
+}
+
+/// Reads the flags from a request's query, or says why the request must bypass the cache.
+pub fn read_flags(query: Option<&str>) -> Result<Flags, BypassReason> {
+    let mut flags = Flags::default();
+    let mut seen = [false; 3];
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let (slot, index) = match name.as_ref() {
+            "include_transcript" => (&mut flags.transcript, 0),
+            "include_recording" => (&mut flags.recording, 1),
+            "include_analytics" => (&mut flags.analytics, 2),
+            _ => return Err(BypassReason::UnknownParameter),
+        };
+        if std::mem::replace(&mut seen[index], true) {
+            return Err(BypassReason::RepeatedFlag);
+        }
+        *slot = read_bool(&value).ok_or(BypassReason::UnreadableFlag)?;
+    }
+    Ok(flags)
+}
+
+fn read_bool(value: &str) -> Option<bool> {
+    if value.eq_ignore_ascii_case("true") || value == "1" {
+        Some(true)
+    } else if value.eq_ignore_ascii_case("false") || value == "0" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Everything that tells two cached answers apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub partition: Partition,
+    pub id: ConversationId,
+    pub flags: Flags,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Fingerprint;
+
+    fn flags(t: bool, r: bool, a: bool) -> Flags {
+        Flags {
+            transcript: t,
+            recording: r,
+            analytics: a,
+        }
+    }
+
+    #[test]
+    fn absent_flags_are_true() {
+        assert_eq!(read_flags(None), Ok(Flags::default()));
+        assert_eq!(read_flags(Some("")), Ok(Flags::default()));
+    }
+
+    #[test]
+    fn flags_read_in_any_case_and_order() {
+        let a = read_flags(Some("include_transcript=FALSE&include_analytics=0"));
+        let b = read_flags(Some("include_analytics=false&include_transcript=False"));
+        assert_eq!(a, Ok(flags(false, true, false)));
+        assert_eq!(a, b);
+        assert_eq!(
+            read_flags(Some("include_recording=1&include_transcript=TrUe")),
+            Ok(Flags::default())
+        );
+    }
+
+    #[test]
+    fn spelled_out_defaults_share_the_key_of_no_query() {
+        let written = read_flags(Some(&Flags::default().upstream_query()));
+        assert_eq!(written, read_flags(None));
+    }
+
+    #[test]
+    fn ambiguous_queries_bypass() {
+        use BypassReason::*;
+        let cases = [
+            (
+                "include_transcript=true&include_transcript=false",
+                RepeatedFlag,
+            ),
+            (
+                "include_transcript=true&include_transcript=true",
+                RepeatedFlag,
+            ),
+            ("include_transcript=yes", UnreadableFlag),
+            ("include_transcript=", UnreadableFlag),
+            ("include_transcript", UnreadableFlag),
+            ("include_recording=2", UnreadableFlag),
+            ("page=2", UnknownParameter),
+            ("include_transcript=true&x=1", UnknownParameter),
+            ("INCLUDE_TRANSCRIPT=true", UnknownParameter),
+        ];
+        for (query, reason) in cases {
+            assert_eq!(read_flags(Some(query)), Err(reason), "{query}");
+        }
+    }
+
+    #[test]
+    fn keys_differ_by_partition_id_and_flags() {
+        let id = ConversationId::parse("conv_1").unwrap();
+        let key = |partition, flags| CacheKey {
+            partition,
+            id: id.clone(),
+            flags,
+        };
+        let a = Partition::Key(Fingerprint::of(b"Bearer a"));
+        let b = Partition::Key(Fingerprint::of(b"Bearer b"));
+        assert_ne!(key(a, Flags::default()), key(b, Flags::default()));
+        assert_ne!(
+            key(a, Flags::default()),
+            key(Partition::Anonymous, Flags::default())
+        );
+        assert_ne!(key(a, Flags::default()), key(a, flags(true, false, true)));
+        assert_eq!(key(a, Flags::default()), key(a, Flags::default()));
+    }
+}

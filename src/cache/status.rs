@@ -1,0 +1,123 @@
+//! What the cache did for a request, as `x-cache` and an RFC 9211 `cache-status` header.
+
+use std::fmt::Write;
+
+use http::HeaderValue;
+
+/// The cache's part in one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from a stored entry.
+    Hit,
+    /// Fetched from upstream (stored or not).
+    Miss,
+    /// Forwarded without looking at the cache.
+    Bypass,
+}
+
+impl CacheResult {
+    /// The `x-cache` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "HIT",
+            CacheResult::Miss => "MISS",
+            CacheResult::Bypass => "BYPASS",
+        }
+    }
+
+    /// The low-cardinality name for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Bypass => "bypass",
+        }
+    }
+}
+
+/// Everything `cache-status` says about one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub result: CacheResult,
+    /// Fresh seconds left (hits).
+    pub ttl: Option<u64>,
+    /// Joined another request's upstream exchange.
+    pub collapsed: bool,
+    /// The answer was stored.
+    pub stored: bool,
+    /// The upstream's status, when it is not a plain 200.
+    pub fwd_status: Option<u16>,
+    /// Why the answer was not stored or the cache was bypassed.
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    /// A status for `result` with nothing else to say yet.
+    pub fn new(result: CacheResult) -> CacheStatus {
+        CacheStatus {
+            result,
+            ttl: None,
+            collapsed: false,
+            stored: false,
+            fwd_status: None,
+            detail: None,
+        }
+    }
+
+    /// The `cache-status` header value.
+    pub fn header_value(&self) -> HeaderValue {
+        let mut text = String::from("ayra-cache");
+        match self.result {
+            CacheResult::Hit => text.push_str("; hit"),
+            CacheResult::Miss => text.push_str("; fwd=miss"),
+            CacheResult::Bypass => text.push_str("; fwd=bypass"),
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(text, "; ttl={ttl}");
+        }
+        if let Some(status) = self.fwd_status {
+            let _ = write!(text, "; fwd-status={status}");
+        }
+        if self.collapsed {
+            text.push_str("; collapsed");
+        }
+        if self.stored {
+            text.push_str("; stored");
+        }
+        if let Some(detail) = self.detail {
+            let _ = write!(text, "; detail={detail}");
+        }
+        HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("ayra-cache"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_render_as_rfc_9211_parameters() {
+        let hit = CacheStatus {
+            ttl: Some(42),
+            ..CacheStatus::new(CacheResult::Hit)
+        };
+        assert_eq!(hit.header_value(), "ayra-cache; hit; ttl=42");
+        let stored = CacheStatus {
+            stored: true,
+            ..CacheStatus::new(CacheResult::Miss)
+        };
+        assert_eq!(stored.header_value(), "ayra-cache; fwd=miss; stored");
+        let refused = CacheStatus {
+            collapsed: true,
+            fwd_status: Some(404),
+            detail: Some("status"),
+            ..CacheStatus::new(CacheResult::Miss)
+        };
+        assert_eq!(
+            refused.header_value(),
+            "ayra-cache; fwd=miss; fwd-status=404; collapsed; detail=status"
+        );
+        let bypass = CacheStatus::new(CacheResult::Bypass);
+        assert_eq!(bypass.header_value(), "ayra-cache; fwd=bypass");
+    }
+}

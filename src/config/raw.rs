@@ -1,0 +1,140 @@
+//! The config file's shape as written, with its defaults, before validation.
+//!
+//! Every section denies unknown keys so a typo stops the start instead of
+//! being silently ignored. Durations and sizes stay strings here; `validate`
+//! parses them and names the key when one is wrong.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSettings {
+    pub server: RawServer,
+    pub upstream: RawUpstream,
+    pub cache: RawCache,
+    pub auth: RawAuth,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    pub listen: String,
+    pub header_read_timeout: String,
+    pub idle_timeout: String,
+    pub max_connections: usize,
+    pub shutdown_grace: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            header_read_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            max_connections: 4096,
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawUpstream {
+    pub base_url: String,
+    pub timeout: String,
+    pub connect_timeout: String,
+    pub pool_idle_timeout: String,
+    pub api_key: Option<String>,
+    pub max_body: RawSize,
+    pub max_concurrency: usize,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            base_url: "https://api.ayra.ai".into(),
+            timeout: "10s".into(),
+            connect_timeout: "3s".into(),
+            pool_idle_timeout: "90s".into(),
+            api_key: None,
+            max_body: RawSize::Text("16MiB".into()),
+            max_concurrency: 256,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawCache {
+    pub max_bytes: RawSize,
+    pub max_ttl: String,
+    pub expiry_margin: String,
+    #[serde(deserialize_with = "list")]
+    pub statuses: Vec<String>,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_bytes: RawSize::Text("256MiB".into()),
+            max_ttl: "1h".into(),
+            expiry_margin: "60s".into(),
+            statuses: vec!["completed".into()],
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAuth {
+    #[serde(deserialize_with = "list")]
+    pub client_tokens_sha256: Vec<String>,
+    pub allow_anonymous: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "json".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A size as written: a byte count, or a string such as "256MiB".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// A list as written in TOML, or as a comma-separated environment value.
+///
+/// The `config` crate only splits environment lists when it also guesses
+/// types for every variable, which would turn an API key like "007" into 7.
+fn list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Written::deserialize(deserializer)? {
+        Written::List(items) => items,
+        Written::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}

@@ -1,0 +1,320 @@
+//! Turns the file's raw values into typed settings, naming the key of any bad value.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderValue, Uri};
+
+use super::raw::{RawSettings, RawSize};
+use super::{
+    AuthSettings, CacheSettings, ConfigError, LogFormat, LogSettings, Secret, ServerSettings,
+    Settings, UpstreamSettings,
+};
+
+pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
+    let settings = Settings {
+        server: ServerSettings {
+            listen: raw.server.listen.parse::<SocketAddr>().map_err(|e| {
+                ConfigError::invalid("server.listen", format!("not an IP:port address: {e}"))
+            })?,
+            header_read_timeout: positive_duration(
+                "server.header_read_timeout",
+                &raw.server.header_read_timeout,
+            )?,
+            idle_timeout: positive_duration("server.idle_timeout", &raw.server.idle_timeout)?,
+            max_connections: at_least_one("server.max_connections", raw.server.max_connections)?,
+            shutdown_grace: duration("server.shutdown_grace", &raw.server.shutdown_grace)?,
+        },
+        upstream: UpstreamSettings {
+            base_url: base_url(&raw.upstream.base_url)?,
+            timeout: positive_duration("upstream.timeout", &raw.upstream.timeout)?,
+            connect_timeout: positive_duration(
+                "upstream.connect_timeout",
+                &raw.upstream.connect_timeout,
+            )?,
+            pool_idle_timeout: positive_duration(
+                "upstream.pool_idle_timeout",
+                &raw.upstream.pool_idle_timeout,
+            )?,
+            api_key: raw.upstream.api_key.as_deref().map(api_key).transpose()?,
+            max_body: positive_size("upstream.max_body", &raw.upstream.max_body)?,
+            max_concurrency: at_least_one(
+                "upstream.max_concurrency",
+                raw.upstream.max_concurrency,
+            )?,
+        },
+        cache: CacheSettings {
+            max_bytes: positive_size("cache.max_bytes", &raw.cache.max_bytes)?,
+            max_ttl: positive_duration("cache.max_ttl", &raw.cache.max_ttl)?,
+            expiry_margin: duration("cache.expiry_margin", &raw.cache.expiry_margin)?,
+            statuses: statuses(raw.cache.statuses)?,
+        },
+        auth: AuthSettings {
+            client_tokens_sha256: token_digests(&raw.auth.client_tokens_sha256)?,
+            allow_anonymous: raw.auth.allow_anonymous,
+        },
+        log: LogSettings {
+            format: log_format(&raw.log.format)?,
+            level: log_level(raw.log.level)?,
+        },
+    };
+    check_auth_mode(&settings)?;
+    Ok(settings)
+}
+
+/// A proxy-held key without client tokens would serve anyone: refuse unless asked for.
+fn check_auth_mode(settings: &Settings) -> Result<(), ConfigError> {
+    let auth = &settings.auth;
+    if settings.upstream.api_key.is_some()
+        && auth.client_tokens_sha256.is_empty()
+        && !auth.allow_anonymous
+    {
+        return Err(ConfigError::invalid(
+            "auth.client_tokens_sha256",
+            "upstream.api_key is set, so clients must authenticate: list their token digests \
+             here, or set auth.allow_anonymous = true for a proxy only trusted callers can reach",
+        ));
+    }
+    Ok(())
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text)
+        .map_err(|e| ConfigError::invalid(key, format!("{text:?} is not a duration ({e})")))
+}
+
+fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let value = duration(key, text)?;
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be longer than zero"));
+    }
+    Ok(value)
+}
+
+fn positive_size(key: &str, raw: &RawSize) -> Result<u64, ConfigError> {
+    let bytes = match raw {
+        RawSize::Bytes(bytes) => *bytes,
+        RawSize::Text(text) => text
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map_err(|e| ConfigError::invalid(key, format!("{text:?} is not a size ({e})")))?
+            .as_u64(),
+    };
+    if bytes == 0 {
+        return Err(ConfigError::invalid(key, "must be larger than zero"));
+    }
+    Ok(bytes)
+}
+
+fn at_least_one(key: &str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+fn base_url(text: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "upstream.base_url";
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| ConfigError::invalid(KEY, format!("{text:?} is not a URL ({e})")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(ConfigError::invalid(
+                KEY,
+                "must start with http:// or https://",
+            ))
+        }
+    }
+    if uri.authority().is_none() {
+        return Err(ConfigError::invalid(KEY, "must name a host"));
+    }
+    if uri.query().is_some() {
+        return Err(ConfigError::invalid(KEY, "must not carry a query"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+fn api_key(key: &str) -> Result<Secret, ConfigError> {
+    const KEY: &str = "upstream.api_key";
+    if key.is_empty() {
+        return Err(ConfigError::invalid(KEY, "is empty"));
+    }
+    let mut value = HeaderValue::try_from(format!("Bearer {key}"))
+        .map_err(|_| ConfigError::invalid(KEY, "contains characters a header cannot carry"))?;
+    value.set_sensitive(true);
+    Ok(Secret(value))
+}
+
+fn statuses(statuses: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if statuses.is_empty() || statuses.iter().any(|s| s.trim().is_empty()) {
+        return Err(ConfigError::invalid(
+            "cache.statuses",
+            "list at least one conversation status, none empty",
+        ));
+    }
+    Ok(statuses)
+}
+
+fn token_digests(digests: &[String]) -> Result<HashSet<[u8; 32]>, ConfigError> {
+    const KEY: &str = "auth.client_tokens_sha256";
+    digests
+        .iter()
+        .map(|digest| {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(digest.trim(), &mut bytes)
+                .map_err(|_| ConfigError::invalid(KEY, "each entry must be 64 hex digits"))?;
+            Ok(bytes)
+        })
+        .collect()
+}
+
+fn log_format(text: &str) -> Result<LogFormat, ConfigError> {
+    match text {
+        "json" => Ok(LogFormat::Json),
+        "pretty" => Ok(LogFormat::Pretty),
+        other => Err(ConfigError::invalid(
+            "log.format",
+            format!("{other:?} is neither \"json\" nor \"pretty\""),
+        )),
+    }
+}
+
+fn log_level(level: String) -> Result<String, ConfigError> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&level)
+        .map_err(|e| ConfigError::invalid("log.level", format!("{level:?}: {e}")))?;
+    Ok(level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_with_env(file.path(), Some(env))
+    }
+
+    fn key_of(error: ConfigError) -> String {
+        match error {
+            ConfigError::Invalid { key, .. } => key,
+            other => panic!("expected a key error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let s = load("", &[]).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.upstream.base_url, "https://api.ayra.ai");
+        assert_eq!(s.upstream.timeout, Duration::from_secs(10));
+        assert_eq!(s.upstream.max_body, 16 * 1024 * 1024);
+        assert_eq!(s.upstream.max_concurrency, 256);
+        assert_eq!(s.cache.max_bytes, 256 * 1024 * 1024);
+        assert_eq!(s.cache.max_ttl, Duration::from_secs(3600));
+        assert_eq!(s.cache.expiry_margin, Duration::from_secs(60));
+        assert_eq!(s.cache.statuses, vec!["completed".to_string()]);
+        assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.server.max_connections, 4096);
+        assert_eq!(s.server.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert!(s.upstream.api_key.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let error = load("[server]\nlistn = \"127.0.0.1:1\"\n", &[]).unwrap_err();
+        assert_eq!(key_of(error), "server.listn");
+        let error = load("[serverx]\n", &[]).unwrap_err();
+        assert_eq!(key_of(error), "serverx");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[upstream]\ntimeout = \"ten\"\n", "upstream.timeout"),
+            ("[cache]\nmax_bytes = \"lots\"\n", "cache.max_bytes"),
+            ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+            ("[upstream]\nbase_url = \"ftp://x\"\n", "upstream.base_url"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            (
+                "[server]\nmax_connections = \"many\"\n",
+                "server.max_connections",
+            ),
+            (
+                "[auth]\nclient_tokens_sha256 = [\"abc\"]\n",
+                "auth.client_tokens_sha256",
+            ),
+        ];
+        for (toml, key) in cases {
+            assert_eq!(key_of(load(toml, &[]).unwrap_err()), key, "{toml}");
+        }
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_keeps_keys_byte_exact() {
+        let s = load(
+            "[upstream]\ntimeout = \"5s\"\n[auth]\nallow_anonymous = true\n",
+            &[
+                ("AYRA_CACHE__UPSTREAM__TIMEOUT", "250ms"),
+                ("AYRA_CACHE__UPSTREAM__API_KEY", "007"),
+                ("AYRA_CACHE__SERVER__MAX_CONNECTIONS", "12"),
+                ("AYRA_CACHE__CACHE__STATUSES", "completed,archived"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.upstream.timeout, Duration::from_millis(250));
+        let key = s.upstream.api_key.unwrap();
+        assert_eq!(key.header_value().as_bytes(), b"Bearer 007");
+        assert_eq!(s.server.max_connections, 12);
+        assert_eq!(s.cache.statuses, vec!["completed", "archived"]);
+    }
+
+    #[test]
+    fn an_unknown_environment_key_is_named() {
+        let error = load("", &[("AYRA_CACHE__CACHE__MAX_TLL", "1s")]).unwrap_err();
+        assert_eq!(key_of(error), "cache.max_tll");
+    }
+
+    #[test]
+    fn a_proxy_key_without_client_tokens_is_refused() {
+        let error = load("[upstream]\napi_key = \"sk_test\"\n", &[]).unwrap_err();
+        assert_eq!(key_of(error), "auth.client_tokens_sha256");
+        let digest = "a".repeat(64);
+        let ok =
+            format!("[upstream]\napi_key = \"k\"\n[auth]\nclient_tokens_sha256 = [\"{digest}\"]\n");
+        assert_eq!(load(&ok, &[]).unwrap().auth.client_tokens_sha256.len(), 1);
+    }
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let s = load(
+            "[upstream]\napi_key = \"sk_live_secret\"\n[auth]\nallow_anonymous = true\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("sk_live_secret"));
+    }
+
+    #[test]
+    fn sizes_accept_units_and_byte_counts() {
+        let s = load(
+            "[cache]\nmax_bytes = 1024\n[upstream]\nmax_body = \"1 MiB\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.cache.max_bytes, 1024);
+        assert_eq!(s.upstream.max_body, 1024 * 1024);
+    }
+}

@@ -1,0 +1,212 @@
+//! The proxy's own errors and their one mapping to a status and the API's error shape.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// Why a request could not be answered by the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream could not be reached (connect refused, DNS, TLS).
+    #[error("upstream unreachable")]
+    Unavailable,
+    /// No whole answer arrived within `upstream.timeout`.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The body was larger than `upstream.max_body`.
+    #[error("upstream response too large")]
+    TooLarge,
+    /// The answer could not be read whole (cut short, malformed head or framing).
+    #[error("upstream answered with an unreadable response")]
+    BadResponse,
+}
+
+impl UpstreamError {
+    /// The short name used in logs and, later, metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamError::Unavailable => "unavailable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::TooLarge => "too_large",
+            UpstreamError::BadResponse => "bad_response",
+        }
+    }
+}
+
+/// Everything the proxy itself answers with an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the path.
+    #[error("no such route")]
+    NotFound,
+    /// The `{id}` of a conversation path is not `[A-Za-z0-9_-]{1,128}`.
+    #[error("invalid conversation id")]
+    InvalidConversationId,
+    /// A path under `/v1/` that cannot be forwarded unambiguously (dot segments).
+    #[error("invalid path")]
+    InvalidPath,
+    /// The request target is longer than the proxy accepts.
+    #[error("request target too long")]
+    UriTooLong,
+    /// More than one `Authorization` header.
+    #[error("ambiguous credentials")]
+    AmbiguousAuthorization,
+    /// A client token was required and was missing or unknown.
+    #[error("client authentication failed")]
+    Unauthenticated,
+    /// The upstream exchange failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A bug or an unexpected failure inside the proxy.
+    #[error("internal error")]
+    Internal,
+}
+
+/// How an error is shown to the client.
+struct ErrorShape {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl ProxyError {
+    fn shape(&self) -> ErrorShape {
+        use ProxyError as E;
+        let (status, kind, code, message) = match self {
+            E::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "route_not_found",
+                "No such route on this proxy",
+            ),
+            E::InvalidConversationId => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_conversation_id",
+                "Conversation ids are 1 to 128 characters of A-Z, a-z, 0-9, '_' and '-'",
+            ),
+            E::InvalidPath => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_path",
+                "The path contains dot segments and cannot be forwarded",
+            ),
+            E::UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "invalid_request_error",
+                "uri_too_long",
+                "The request target is longer than 8 KiB",
+            ),
+            E::AmbiguousAuthorization => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "multiple_authorization_headers",
+                "Send exactly one Authorization header",
+            ),
+            E::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_client_token",
+                "A valid bearer token for this proxy is required",
+            ),
+            E::Upstream(UpstreamError::Unavailable) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_unavailable",
+                "The Ayra API could not be reached",
+            ),
+            E::Upstream(UpstreamError::Timeout) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+                "The Ayra API did not answer in time",
+            ),
+            E::Upstream(UpstreamError::TooLarge) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_response_too_large",
+                "The Ayra API answered with a body larger than this proxy accepts",
+            ),
+            E::Upstream(UpstreamError::BadResponse) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_bad_response",
+                "The Ayra API answered with a response that could not be read",
+            ),
+            E::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "internal_error",
+                "The proxy failed to answer this request",
+            ),
+        };
+        ErrorShape {
+            status,
+            kind,
+            code,
+            message,
+        }
+    }
+
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.shape().status
+    }
+
+    /// The `error.code` this error is answered with (also logged).
+    pub fn code(&self) -> &'static str {
+        self.shape().code
+    }
+
+    /// The response: the status and `{"error": {"type", "message", "code"}}`.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let shape = self.shape();
+        error_response(shape.status, shape.kind, shape.code, shape.message)
+    }
+}
+
+/// A response in the API's error shape.
+pub fn error_response(
+    status: StatusCode,
+    kind: &str,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "error": { "type": kind, "message": message, "code": code }
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn error_body_has_the_api_shape() {
+        let response = ProxyError::InvalidConversationId.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["type"], "invalid_request_error");
+        assert_eq!(json["error"]["code"], "invalid_conversation_id");
+        assert!(json["error"]["message"].is_string());
+    }
+
+    #[test]
+    fn upstream_faults_map_to_502_and_504() {
+        let status = |e: UpstreamError| ProxyError::from(e).status();
+        assert_eq!(status(UpstreamError::Unavailable), StatusCode::BAD_GATEWAY);
+        assert_eq!(status(UpstreamError::Timeout), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status(UpstreamError::TooLarge), StatusCode::BAD_GATEWAY);
+        assert_eq!(status(UpstreamError::BadResponse), StatusCode::BAD_GATEWAY);
+    }
+}

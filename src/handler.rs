@@ -1,0 +1,113 @@
+//! The request path: `handle` logs once and turns errors into responses around `route`, which returns `Result`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::auth::Authenticator;
+use crate::cache::status::{CacheResult, CacheStatus};
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::error::ProxyError;
+use crate::route::{self, ConversationId, Route};
+use crate::telemetry::AccessRecord;
+use crate::upstream::Upstream;
+use crate::{conversation, passthrough};
+
+/// The longest request target accepted (SPEC section 6).
+const MAX_TARGET_BYTES: usize = 8 * 1024;
+
+/// What every request shares.
+pub struct AppState {
+    pub auth: Authenticator,
+    pub upstream: Arc<Upstream>,
+    pub cache: Cache,
+}
+
+impl AppState {
+    /// The state the settings describe: an empty cache and an idle client pool.
+    pub fn new(settings: &Settings) -> AppState {
+        AppState {
+            auth: Authenticator::from_settings(settings),
+            upstream: Arc::new(Upstream::new(&settings.upstream)),
+            cache: Cache::new(&settings.cache),
+        }
+    }
+}
+
+/// Answers one request and logs it once; never fails.
+pub async fn handle(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    let mut record = AccessRecord::start(&request);
+    let mut response = match route(&state, request, &mut record).await {
+        Ok(response) => response,
+        Err(error) => {
+            record.error = Some(error.code());
+            error.into_response()
+        }
+    };
+    record.decorate(&mut response);
+    record.emit(response.status(), started.elapsed());
+    Ok(response)
+}
+
+/// Sends the request down its route.
+async fn route(
+    state: &AppState,
+    request: Request<Incoming>,
+    record: &mut AccessRecord,
+) -> Result<Response<Full<Bytes>>, ProxyError> {
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target_len > MAX_TARGET_BYTES {
+        return Err(ProxyError::UriTooLong);
+    }
+
+    // Only the path decides: an absolute-form target's host is never used.
+    let path = request.uri().path().to_owned();
+    let route = route::classify(&path);
+    record.route = route.as_str();
+    match route {
+        Route::Health if is_read(request.method()) => Ok(health()),
+        Route::Health | Route::NotFound => Err(ProxyError::NotFound),
+        Route::Conversation(raw_id) => {
+            let credential = state.auth.credential(request.headers())?;
+            let id = ConversationId::parse(raw_id)?;
+            if is_read(request.method()) {
+                conversation::serve(state, request, id, credential, record).await
+            } else {
+                record.cache = Some(CacheStatus::new(CacheResult::Bypass));
+                passthrough::forward(state, request, &credential, record).await
+            }
+        }
+        Route::PassThrough => {
+            let credential = state.auth.credential(request.headers())?;
+            route::check_forwardable(&path)?;
+            record.cache = Some(CacheStatus::new(CacheResult::Bypass));
+            passthrough::forward(state, request, &credential, record).await
+        }
+    }
+}
+
+fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+fn health() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{\"status\":\"ok\"}")));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,36 @@
+//! ayra-cache: a caching reverse proxy for the Ayra conversations API.
+//!
+//! Internal apps point their base URL here. Conversation reads are served
+//! from memory when a completed answer is held, and fetched once per key
+//! otherwise; every entry is dropped before the pre-signed recording URL in
+//! it dies. Everything else under `/v1/` is forwarded untouched.
+//!
+//! The modules, in the order a request meets them:
+//!
+//! - [`config`]: the TOML file and environment, validated into [`config::Settings`].
+//! - [`telemetry`]: the log subscriber and the one access event per request.
+//! - [`server`]: the listener, connection limits and timeouts, graceful drain.
+//! - [`handler`]: `handle` (log once, errors to responses) around `route`.
+//! - [`route`]: which route a path takes; the conversation id check.
+//! - [`auth`]: the request's credential and cache partition.
+//! - [`conversation`]: the cached route: key, lookup, shared fetch, response.
+//! - [`cache`]: key, policy, entries, coalescing, storage, `cache-status`.
+//! - [`passthrough`]: forwarding everything else under `/v1/`.
+//! - [`upstream`]: the client pool and bounded upstream exchanges.
+//! - [`hop_by_hop`]: the headers that never cross the proxy.
+//! - [`error`]: the proxy's errors and their one status mapping.
+
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod conversation;
+pub mod error;
+pub mod handler;
+pub mod hop_by_hop;
+pub mod passthrough;
+pub mod route;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+pub use server::App;

@@ -1,0 +1,81 @@
+//! The `ayra-cache` binary: parse arguments, load config, start telemetry, run until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ayra_cache::config::Settings;
+use ayra_cache::{telemetry, App};
+use clap::Parser;
+
+/// A caching reverse proxy for the Ayra conversations API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The TOML config file.
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    /// Validate the config and exit (0 when valid, 2 when not).
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Exit status for a config that cannot be used.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli.config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("ayra-cache: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if cli.check_config {
+        println!("ayra-cache: {} is valid", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ayra-cache: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "ayra-cache stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> std::io::Result<()> {
+    let app = App::build(settings).await?;
+    app.run(shutdown_signal()).await
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown signal received");
+}

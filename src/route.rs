@@ -1,0 +1,151 @@
+//! Which route a request path takes, and the conversation id check.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::ProxyError;
+
+const CONVERSATIONS: &str = "/v1/conversations/";
+
+/// Where a request goes, decided from its path alone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/healthz`, answered locally.
+    Health,
+    /// `/v1/conversations/{id}`, with the id as written (not yet checked).
+    Conversation(&'a str),
+    /// Any other path under `/v1/`: forwarded, never cached.
+    PassThrough,
+    /// Anything else: 404, nothing forwarded.
+    NotFound,
+}
+
+impl Route<'_> {
+    /// The low-cardinality name used in logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::Conversation(_) => "conversation",
+            Route::PassThrough => "passthrough",
+            Route::NotFound => "other",
+        }
+    }
+}
+
+/// Classifies a request path (without its query).
+pub fn classify(path: &str) -> Route<'_> {
+    if path == "/healthz" {
+        Route::Health
+    } else if let Some(id) = path.strip_prefix(CONVERSATIONS) {
+        Route::Conversation(id)
+    } else if path.starts_with("/v1/") {
+        Route::PassThrough
+    } else {
+        Route::NotFound
+    }
+}
+
+/// A conversation id known to match `[A-Za-z0-9_-]{1,128}`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConversationId(Arc<str>);
+
+impl ConversationId {
+    /// Checks the id as it appears in the path: no decoding, so `%2F`, dots
+    /// and slashes are all refused.
+    pub fn parse(raw: &str) -> Result<ConversationId, ProxyError> {
+        let valid = (1..=128).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(ConversationId(Arc::from(raw)))
+        } else {
+            Err(ProxyError::InvalidConversationId)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Refuses pass-through paths whose meaning the upstream might change by
+/// normalising them (`.` or `..` segments, encoded or not).
+pub fn check_forwardable(path: &str) -> Result<(), ProxyError> {
+    let dot_segment = path.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        decoded == "." || decoded == ".."
+    });
+    if dot_segment {
+        Err(ProxyError::InvalidPath)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_classified() {
+        assert_eq!(classify("/healthz"), Route::Health);
+        assert_eq!(
+            classify("/v1/conversations/abc"),
+            Route::Conversation("abc")
+        );
+        assert_eq!(
+            classify("/v1/conversations/a/b"),
+            Route::Conversation("a/b")
+        );
+        assert_eq!(classify("/v1/conversations/"), Route::Conversation(""));
+        assert_eq!(classify("/v1/conversations"), Route::PassThrough);
+        assert_eq!(classify("/v1/agents"), Route::PassThrough);
+        assert_eq!(classify("/v1"), Route::NotFound);
+        assert_eq!(classify("/"), Route::NotFound);
+        assert_eq!(classify("/healthz/"), Route::NotFound);
+        assert_eq!(classify("/v2/conversations/abc"), Route::NotFound);
+    }
+
+    #[test]
+    fn ids_are_checked_as_written() {
+        for good in ["conv_abc123xyz789", "a", "A-Z_0-9", &"x".repeat(128)] {
+            assert!(ConversationId::parse(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(129);
+        for bad in [
+            "",
+            "a/b",
+            "a.b",
+            "..",
+            "a%2Fb",
+            "a%41",
+            "é",
+            "a b",
+            "a+b",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                ConversationId::parse(bad),
+                Err(ProxyError::InvalidConversationId),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_not_forwarded() {
+        assert!(check_forwardable("/v1/agents/a.b").is_ok());
+        assert!(check_forwardable("/v1/../admin").is_err());
+        assert!(check_forwardable("/v1/./agents").is_err());
+        assert!(check_forwardable("/v1/%2e%2E/admin").is_err());
+        assert!(check_forwardable("/v1/.%2e").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The upstream client: a pooled HTTP(S) client, requests built for the cached route, bounded reads.
+//!
+//! Every exchange is bounded three ways: `upstream.max_concurrency` requests
+//! in flight, `upstream.timeout` for the whole exchange (waiting for a slot,
+//! connecting, the head and the whole body), and `upstream.max_body` bytes.
+
+use std::error::Error as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::cache::key::Flags;
+use crate::config::UpstreamSettings;
+use crate::error::UpstreamError;
+use crate::hop_by_hop;
+use crate::route::ConversationId;
+
+/// The body type of requests sent upstream.
+pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+
+/// The `user-agent` the proxy sends on the cached route.
+const USER_AGENT: &str = concat!("ayra-cache/", env!("CARGO_PKG_VERSION"));
+
+/// A whole upstream answer, read under the limits.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    /// The upstream's headers, hop-by-hop ones removed.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Local wall-clock time the answer was read whole.
+    pub received_at: SystemTime,
+    /// The same moment on the monotonic clock.
+    pub received_instant: Instant,
+    /// Time the exchange took, waiting for a slot included.
+    pub elapsed: Duration,
+}
+
+/// The client every upstream request goes through.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    base_url: String,
+    timeout: Duration,
+    max_body: u64,
+    slots: Semaphore,
+}
+
+impl Upstream {
+    /// A client for the configured upstream.
+    pub fn new(settings: &UpstreamSettings) -> Upstream {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .build(https);
+        Upstream {
+            client,
+            base_url: settings.base_url.clone(),
+            timeout: settings.timeout,
+            max_body: settings.max_body,
+            slots: Semaphore::new(settings.max_concurrency),
+        }
+    }
+
+    /// The configured base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET {base_url}/v1/conversations/{id}` with every flag written out,
+    /// the credential, and the proxy's own `accept` and `user-agent`: nothing
+    /// of the client's request travels but what is passed here.
+    pub async fn get_conversation(
+        &self,
+        id: &ConversationId,
+        flags: Flags,
+        credential: Option<&HeaderValue>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let uri = format!(
+            "{}/v1/conversations/{}?{}",
+            self.base_url,
+            id.as_str(),
+            flags.upstream_query()
+        );
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT);
+        if let Some(credential) = credential {
+            request = request.header(header::AUTHORIZATION, credential.clone());
+        }
+        let request = request
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .map_err(|_| UpstreamError::BadResponse)?;
+        self.send(request).await
+    }
+
+    /// Sends a request and reads the whole answer, under every bound.
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let started = Instant::now();
+        let exchange = async {
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| UpstreamError::Unavailable)?;
+            let response = self.client.request(request).await.map_err(classify)?;
+            let (mut parts, body) = response.into_parts();
+            if declared_length(&parts.headers).is_some_and(|len| len > self.max_body) {
+                return Err(UpstreamError::TooLarge);
+            }
+            let body = read_limited(body, self.max_body).await?;
+            hop_by_hop::strip(&mut parts.headers);
+            Ok((parts.status, parts.headers, body))
+        };
+        let (status, headers, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+            received_at: SystemTime::now(),
+            received_instant: Instant::now(),
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+async fn read_limited(body: hyper::body::Incoming, max_body: u64) -> Result<Bytes, UpstreamError> {
+    let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(UpstreamError::TooLarge)
+        }
+        Err(_) => Err(UpstreamError::BadResponse),
+    }
+}
+
+/// Sorts a client error: could not connect, or connected and got nonsense.
+fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
+    if error.is_connect() {
+        return UpstreamError::Unavailable;
+    }
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_timeout() {
+                return UpstreamError::Timeout;
+            }
+        }
+        source = cause.source();
+    }
+    UpstreamError::BadResponse
+}

@@ -1,0 +1,221 @@
+//! The real `ayra-cache` binary: config checks and exit codes, environment overrides, logs, SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::app::ConfigFile;
+use crate::cached_route::header;
+use crate::standin::StandIn;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ayra-cache");
+
+fn check_config(path: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new(BINARY)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ayra-cache")
+}
+
+fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["config/ayra-cache.toml", "config/demo.toml"] {
+        let output = check_config(&root.join(name), &[]);
+        assert!(output.status.success(), "{name}: {output:?}");
+    }
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[cache]\nmax_ttl = \"forever\"\n", vec![], "cache.max_ttl"),
+        ("[server]\nlistn = \"x\"\n", vec![], "server.listn"),
+        (
+            "[upstream]\napi_key = \"sk\"\n",
+            vec![],
+            "auth.client_tokens_sha256",
+        ),
+        (
+            "",
+            vec![("AYRA_CACHE__UPSTREAM__TIMEOUT", "soon")],
+            "upstream.timeout",
+        ),
+    ];
+    for (text, env, key) in cases {
+        let path = write(&dir, text);
+        let output = check_config(&path, &env);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(key), "{key} not named in: {stderr}");
+    }
+    let missing = check_config(&dir.path().join("absent.toml"), &[]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary, running; killed when dropped.
+struct Running {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(config: &Path, env: &[(&str, &str)], addr: SocketAddr) -> Running {
+    let child = Command::new(BINARY)
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ayra-cache");
+    let running = Running { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("ayra-cache did not start listening on {addr}");
+}
+
+fn sigterm(child: &std::process::Child) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+}
+
+#[tokio::test]
+async fn the_binary_serves_logs_one_json_event_per_request_and_drains_on_sigterm() {
+    let standin = StandIn::spawn().await;
+    standin.set("conv_slow", json!({"delay_ms": 700})).await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ConfigFile::for_upstream("http://127.0.0.1:1");
+    config
+        .set("log.level", "\"info\"")
+        .set("log.format", "\"json\"");
+    let path = config.write(&dir);
+    let listen = format!("127.0.0.1:{port}");
+    let base_url = standin.base_url();
+    let env = [
+        ("AYRA_CACHE__SERVER__LISTEN", listen.as_str()),
+        ("AYRA_CACHE__UPSTREAM__BASE_URL", base_url.as_str()),
+        ("AYRA_CACHE__UPSTREAM__API_KEY", "007"),
+        (
+            "AYRA_CACHE__AUTH__CLIENT_TOKENS_SHA256",
+            &sha256_hex("tok-secret-1"),
+        ),
+    ];
+    let mut running = start(&path, &env, listen.parse().unwrap()).await;
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{}", running.addr, p);
+    for expected in ["MISS", "HIT"] {
+        let response = client
+            .get(url("/v1/conversations/conv_bin"))
+            .bearer_auth("tok-secret-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&response, "x-cache"), expected);
+    }
+    let seen = standin.stats().await.requests;
+    assert_eq!(seen[0].header("authorization"), Some("Bearer 007"));
+
+    // A slow request in flight when SIGTERM arrives still completes.
+    let slow = tokio::spawn(
+        client
+            .get(url("/v1/conversations/conv_slow"))
+            .bearer_auth("tok-secret-1")
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&running.child);
+    let slow = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request completed");
+    assert_eq!(slow.status(), 200);
+    let status = wait_for_exit(&mut running.child, Duration::from_secs(5));
+    assert_eq!(status, Some(0));
+
+    let mut logs = String::new();
+    use std::io::Read;
+    running
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        !logs.contains("tok-secret-1") && !logs.contains("007\""),
+        "{logs}"
+    );
+    let access: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["target"] == "ayra_cache::access")
+        .collect();
+    assert_eq!(access.len(), 3, "{logs}");
+    let first = &access[0];
+    for field in [
+        "method",
+        "path",
+        "status",
+        "cache",
+        "latency_ms",
+        "request_id",
+    ] {
+        assert!(!first[field].is_null(), "{field} missing in {first}");
+    }
+    assert_eq!(first["cache"], "miss");
+    assert!(first["upstream_ms"].is_number());
+    assert_eq!(access[1]["cache"], "hit");
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}

@@ -1,0 +1,99 @@
+//! Connection limits: header read timeout, idle timeout, max connections.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::app::spawn_pair;
+use crate::raw;
+
+#[tokio::test]
+async fn a_head_sent_a_byte_at_a_time_is_cut_at_the_header_read_timeout() {
+    let (_standin, app) = spawn_pair(&[
+        ("server.header_read_timeout", "\"600ms\""),
+        ("server.idle_timeout", "\"10s\""),
+    ])
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let started = Instant::now();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut = false;
+    for byte in head {
+        if stream.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buffer = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = true;
+                break;
+            }
+            Ok(Ok(_)) => panic!("the proxy answered a head it never received whole"),
+            Err(_) => {}
+        }
+    }
+    assert!(cut, "the slow client was never cut off");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(550),
+        "cut too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "cut too late: {elapsed:?}"
+    );
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_lives_idle_timeout_not_header_read_timeout() {
+    let (_standin, app) = spawn_pair(&[
+        ("server.header_read_timeout", "\"300ms\""),
+        ("server.idle_timeout", "\"1500ms\""),
+    ])
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    let mut buffer = [0u8; 1024];
+    let n = stream.read(&mut buffer).await.unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+    let idle_since = Instant::now();
+    // Past the header timeout, the idle connection still serves.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stream.write_all(request).await.unwrap();
+    let n = stream.read(&mut buffer).await.unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+    // Then, left idle, it is closed after about idle_timeout.
+    let idle_since_second = Instant::now();
+    let rest = raw::read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(rest.is_empty());
+    let idle = idle_since_second.elapsed();
+    assert!(idle >= Duration::from_millis(1400), "closed after {idle:?}");
+    assert!(idle < Duration::from_millis(3000), "closed after {idle:?}");
+    assert!(idle_since.elapsed() > Duration::from_millis(2000));
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_wait_for_a_slot() {
+    let (_standin, app) = spawn_pair(&[("server.max_connections", "2")]).await;
+    let first = TcpStream::connect(app.addr).await.unwrap();
+    let second = TcpStream::connect(app.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = app.addr;
+    let waiting = tokio::spawn(async move { raw::exchange(addr, &raw::get("/healthz")).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served at once"
+    );
+    drop(first);
+    let response = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("served once a slot freed")
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    drop(second);
+}

@@ -1,0 +1,171 @@
+//! Test support: spawns the stand-in Ayra API (`ayra-standin`) and drives its control API.
+//!
+//! ```ignore
+//! let upstream = StandIn::spawn().await;
+//! upstream.set("conv_1", json!({"status": "in_progress"})).await;
+//! // ... point the proxy at upstream.base_url() ...
+//! assert_eq!(upstream.requests_for("conv_1").await, 1);
+//! ```
+
+// Each test uses only some of these helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How long the stand-in may take to announce its address.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The start of the one line the stand-in prints on stdout.
+const ANNOUNCEMENT: &str = "ayra-standin listening on ";
+
+/// A running stand-in Ayra API on a free local port; killed when dropped.
+pub struct StandIn {
+    child: Child,
+    base_url: String,
+    http: reqwest::Client,
+}
+
+/// What the stand-in has served, from `GET /_standin/stats`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stats {
+    /// Every `/v1/` request since start or the last reset.
+    pub requests_total: u64,
+    /// `GET`/`HEAD /v1/conversations/{id}` requests, by id.
+    pub conversation_requests: HashMap<String, u64>,
+    /// The last 200 `/v1/` requests, oldest first.
+    pub requests: Vec<SeenRequest>,
+}
+
+/// One `/v1/` request as the stand-in received it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeenRequest {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The raw query, without `?` (empty when there was none).
+    pub query: String,
+    /// Every header as received, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SeenRequest {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+impl StandIn {
+    /// Starts a stand-in with its defaults.
+    pub async fn spawn() -> Self {
+        Self::spawn_with_args(&[]).await
+    }
+
+    /// Starts a stand-in with extra command-line arguments
+    /// (e.g. `["--recording-ttl", "90s"]`).
+    pub async fn spawn_with_args(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ayra-standin"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ayra-standin starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let first_line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        });
+        let base_url = match tokio::time::timeout(STARTUP_TIMEOUT, first_line).await {
+            Ok(Ok(Ok(line))) if line.starts_with(ANNOUNCEMENT) => {
+                line[ANNOUNCEMENT.len()..].trim().to_owned()
+            }
+            outcome => {
+                // Reap the child: it is of no use without its address.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ayra-standin did not announce its address: {outcome:?}");
+            }
+        };
+        Self {
+            child,
+            base_url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Replaces the knobs of conversation `id` (see the stand-in's docs for
+    /// the fields, e.g. `json!({"exists": false})`).
+    pub async fn set(&self, id: &str, knobs: serde_json::Value) {
+        let url = format!("{}/_standin/conversations/{id}", self.base_url);
+        self.control(self.http.put(url).json(&knobs)).await;
+    }
+
+    /// Puts conversation `id` back to its default knobs.
+    pub async fn clear(&self, id: &str) {
+        let url = format!("{}/_standin/conversations/{id}", self.base_url);
+        self.control(self.http.delete(url)).await;
+    }
+
+    /// Shifts the stand-in's clock (`Date`, `expires_at`) by `skew_ms`.
+    pub async fn set_skew_ms(&self, skew_ms: i64) {
+        let url = format!("{}/_standin/clock", self.base_url);
+        let settings = serde_json::json!({ "skew_ms": skew_ms });
+        self.control(self.http.put(url).json(&settings)).await;
+    }
+
+    /// Forgets all knobs, counters and logged requests, and the skew.
+    pub async fn reset(&self) {
+        let url = format!("{}/_standin/reset", self.base_url);
+        self.control(self.http.post(url)).await;
+    }
+
+    /// Counters and the last requests received.
+    pub async fn stats(&self) -> Stats {
+        let url = format!("{}/_standin/stats", self.base_url);
+        self.control(self.http.get(url))
+            .await
+            .json()
+            .await
+            .expect("stats are JSON")
+    }
+
+    /// How many conversation requests for `id` reached the stand-in.
+    pub async fn requests_for(&self, id: &str) -> u64 {
+        let stats = self.stats().await;
+        stats.conversation_requests.get(id).copied().unwrap_or(0)
+    }
+
+    /// Sends a control request; panics, with the stand-in's answer, unless it succeeds.
+    async fn control(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let response = request.send().await.expect("the stand-in answers");
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            panic!("stand-in control request failed: {status} {body}");
+        }
+        response
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        // The process may have died already; either way it is gone after this.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
