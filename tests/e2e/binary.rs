@@ -219,3 +219,28 @@ fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32
     }
     None
 }
+
+#[tokio::test]
+async fn shutdown_waits_no_longer_than_the_grace() {
+    let standin = StandIn::spawn().await;
+    standin.set("conv_stuck", json!({"delay_ms": 5000})).await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ConfigFile::for_upstream(&standin.base_url());
+    let listen = format!("\"127.0.0.1:{port}\"");
+    config
+        .set("server.listen", &listen)
+        .set("server.shutdown_grace", "\"300ms\"")
+        .set("upstream.timeout", "\"10s\"");
+    let path = config.write(&dir);
+    let mut running = start(&path, &[], format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let url = format!("http://127.0.0.1:{port}/v1/conversations/conv_stuck");
+    let stuck = tokio::spawn(reqwest::Client::new().get(url).bearer_auth("k").send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    sigterm(&running.child);
+    let status = wait_for_exit(&mut running.child, Duration::from_secs(3));
+    assert_eq!(status, Some(0));
+    assert!(signalled.elapsed() < Duration::from_millis(1500));
+    assert!(stuck.await.unwrap().is_err(), "the stuck request was cut");
+}

@@ -97,3 +97,22 @@ async fn connections_past_max_connections_wait_for_a_slot() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     drop(second);
 }
+
+#[tokio::test]
+async fn upstream_requests_in_flight_never_exceed_max_concurrency() {
+    let (standin, app) = spawn_pair(&[("upstream.max_concurrency", "2")]).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("conv_cc{i}")).collect();
+    for id in &ids {
+        standin.set(id, serde_json::json!({"delay_ms": 150})).await;
+    }
+    let requests = ids.iter().map(|id| {
+        let path = format!("/v1/conversations/{id}");
+        let app = &app;
+        async move { app.get(&path, Some("sk_test")).await.status() }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let stats = standin.stats().await;
+    assert_eq!(stats.requests_total, 8);
+    assert_eq!(stats.max_in_flight, 2);
+}

@@ -38,6 +38,8 @@ pub struct Stats {
     pub conversation_requests: HashMap<String, u64>,
     /// The last 200 `/v1/` requests, oldest first.
     pub requests: Vec<SeenRequest>,
+    /// The most API requests the stand-in was answering at once.
+    pub max_in_flight: u64,
 }
 
 /// One `/v1/` request as the stand-in received it.

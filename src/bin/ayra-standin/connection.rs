@@ -25,6 +25,10 @@ pub async fn serve(mut stream: TcpStream, state: Arc<State>) {
             }
         };
         let persistence = requested_persistence(&request);
+        let _in_flight = request
+            .path
+            .starts_with("/v1/")
+            .then(|| state.enter_api_request());
         let response = router::respond(&state, &request);
         tracing::debug!(
             method = %request.method,

@@ -1,7 +1,7 @@
 //! The server-wide state shared by every connection.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -50,6 +50,16 @@ impl State {
         self.last_serial.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Counts an API request as in flight until the returned guard is dropped.
+    pub fn enter_api_request(self: &Arc<Self>) -> InFlight {
+        self.traffic().enter();
+        InFlight(Arc::clone(self))
+    }
+
+    fn traffic(&self) -> std::sync::MutexGuard<'_, Traffic> {
+        self.traffic.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The body of `GET /_standin/stats`.
     pub fn stats(&self) -> Body {
         let traffic = self.traffic.lock().unwrap_or_else(PoisonError::into_inner);
@@ -65,5 +75,14 @@ impl State {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         self.clock.set_skew_ms(self.initial_skew_ms);
+    }
+}
+
+/// An API request being answered; leaves the count when dropped.
+pub struct InFlight(Arc<State>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.traffic().leave();
     }
 }

@@ -24,6 +24,10 @@ pub struct Traffic {
     requests_total: u64,
     conversation_requests: HashMap<String, u64>,
     requests: VecDeque<SeenRequest>,
+    /// API requests being answered right now.
+    in_flight: u64,
+    /// The most API requests ever answered at once (since the last reset).
+    max_in_flight: u64,
 }
 
 impl Traffic {
@@ -49,8 +53,22 @@ impl Traffic {
         });
     }
 
-    /// Forgets everything.
+    /// An API request started being answered.
+    pub fn enter(&mut self) {
+        self.in_flight += 1;
+        self.max_in_flight = self.max_in_flight.max(self.in_flight);
+    }
+
+    /// An API request's answer was written (or abandoned).
+    pub fn leave(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Forgets everything but the requests being answered now.
     pub fn clear(&mut self) {
-        *self = Self::default();
+        *self = Self {
+            in_flight: self.in_flight,
+            ..Self::default()
+        };
     }
 }
