@@ -25,6 +25,11 @@ impl Fingerprint {
     pub fn of(bytes: &[u8]) -> Fingerprint {
         Fingerprint(Sha256::digest(bytes).into())
     }
+
+    /// A fingerprint from a configured SHA-256 digest.
+    pub fn from_digest(digest: [u8; 32]) -> Fingerprint {
+        Fingerprint(digest)
+    }
 }
 
 impl fmt::Debug for Fingerprint {

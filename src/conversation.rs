@@ -58,6 +58,9 @@ pub async fn serve(
         })
         .await
         .map_err(|_| ProxyError::Internal)?;
+    if role == Role::Collapsed {
+        state.metrics.coalesced_waiter();
+    }
     let mut status = CacheStatus {
         collapsed: role == Role::Collapsed,
         ..CacheStatus::new(CacheResult::Miss)

@@ -22,6 +22,14 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Every kind, for metrics.
+    pub const ALL: [UpstreamError; 4] = [
+        UpstreamError::Unavailable,
+        UpstreamError::Timeout,
+        UpstreamError::TooLarge,
+        UpstreamError::BadResponse,
+    ];
+
     /// The short name used in logs and, later, metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,6 +62,15 @@ pub enum ProxyError {
     /// A client token was required and was missing or unknown.
     #[error("client authentication failed")]
     Unauthenticated,
+    /// An admin route without a valid admin token.
+    #[error("admin authentication failed")]
+    AdminUnauthenticated,
+    /// An admin route while no `admin.token_sha256` is configured.
+    #[error("admin routes are disabled")]
+    AdminDisabled,
+    /// A known path with a method it does not answer.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The upstream exchange failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -109,6 +126,24 @@ impl ProxyError {
                 "authentication_error",
                 "invalid_client_token",
                 "A valid bearer token for this proxy is required",
+            ),
+            E::AdminUnauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_admin_token",
+                "A valid admin bearer token is required",
+            ),
+            E::AdminDisabled => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "admin_disabled",
+                "Admin routes are disabled: set admin.token_sha256",
+            ),
+            E::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                "This path does not answer that method",
             ),
             E::Upstream(UpstreamError::Unavailable) => (
                 StatusCode::BAD_GATEWAY,

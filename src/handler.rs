@@ -1,6 +1,6 @@
 //! The request path: `handle` logs once and turns errors into responses around `route`, which returns `Result`.
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +14,9 @@ use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::route::{self, ConversationId, Route};
+use crate::server::Respond;
 use crate::telemetry::AccessRecord;
 use crate::upstream::Upstream;
 use crate::{conversation, passthrough};
@@ -27,24 +29,33 @@ pub struct AppState {
     pub auth: Authenticator,
     pub upstream: Arc<Upstream>,
     pub cache: Cache,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
     /// The state the settings describe: an empty cache and an idle client pool.
     pub fn new(settings: &Settings) -> AppState {
+        let metrics = Arc::new(Metrics::new());
         AppState {
             auth: Authenticator::from_settings(settings),
-            upstream: Arc::new(Upstream::new(&settings.upstream)),
-            cache: Cache::new(&settings.cache),
+            upstream: Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics))),
+            cache: Cache::new(&settings.cache, Arc::clone(&metrics)),
+            metrics,
         }
     }
 }
 
+impl Respond for AppState {
+    fn respond(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send {
+        handle(self, request)
+    }
+}
+
 /// Answers one request and logs it once; never fails.
-pub async fn handle(
-    state: Arc<AppState>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let mut record = AccessRecord::start(&request);
     let mut response = match route(&state, request, &mut record).await {
@@ -55,8 +66,15 @@ pub async fn handle(
         }
     };
     record.decorate(&mut response);
-    record.emit(response.status(), started.elapsed());
-    Ok(response)
+    let latency = started.elapsed();
+    record.emit(response.status(), latency);
+    state.metrics.request(
+        record.route,
+        record.cache.map(|status| status.result),
+        response.status().as_u16(),
+        latency,
+    );
+    response
 }
 
 /// Sends the request down its route.
@@ -76,7 +94,7 @@ async fn route(
     // Only the path decides: an absolute-form target's host is never used.
     let path = request.uri().path().to_owned();
     let route = route::classify(&path);
-    record.route = route.as_str();
+    record.route = route.kind();
     match route {
         Route::Health if is_read(request.method()) => Ok(health()),
         Route::Health | Route::NotFound => Err(ProxyError::NotFound),

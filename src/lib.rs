@@ -18,8 +18,12 @@
 //! - [`passthrough`]: forwarding everything else under `/v1/`.
 //! - [`upstream`]: the client pool and bounded upstream exchanges.
 //! - [`hop_by_hop`]: the headers that never cross the proxy.
+//! - [`admin`]: the operators' listener: metrics, stats, purges.
+//! - [`summary`]: the periodic summary log event.
 //! - [`error`]: the proxy's errors and their one status mapping.
+//! - [`metrics`]: the Prometheus metrics every part counts into.
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod config;
@@ -27,9 +31,11 @@ pub mod conversation;
 pub mod error;
 pub mod handler;
 pub mod hop_by_hop;
+pub mod metrics;
 pub mod passthrough;
 pub mod route;
 pub mod server;
+pub mod summary;
 pub mod telemetry;
 pub mod upstream;
 

@@ -21,13 +21,42 @@ pub enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// The low-cardinality name used in logs and metrics.
-    pub fn as_str(&self) -> &'static str {
+    /// The kind of route, for logs and metrics.
+    pub fn kind(&self) -> RouteKind {
         match self {
-            Route::Health => "health",
-            Route::Conversation(_) => "conversation",
-            Route::PassThrough => "passthrough",
-            Route::NotFound => "other",
+            Route::Health => RouteKind::Health,
+            Route::Conversation(_) => RouteKind::Conversation,
+            Route::PassThrough => RouteKind::PassThrough,
+            Route::NotFound => RouteKind::Other,
+        }
+    }
+}
+
+/// A route without its data: the `route` label of logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Conversation = 0,
+    PassThrough = 1,
+    Health = 2,
+    Other = 3,
+}
+
+impl RouteKind {
+    /// Every kind, in label order.
+    pub const ALL: [RouteKind; 4] = [
+        RouteKind::Conversation,
+        RouteKind::PassThrough,
+        RouteKind::Health,
+        RouteKind::Other,
+    ];
+
+    /// The low-cardinality name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Conversation => "conversation",
+            RouteKind::PassThrough => "passthrough",
+            RouteKind::Health => "health",
+            RouteKind::Other => "other",
         }
     }
 }

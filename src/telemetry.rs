@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cache::status::CacheStatus;
 use crate::config::{LogFormat, LogSettings};
+use crate::route::RouteKind;
 
 /// Installs the global subscriber: JSON or human-readable, filtered by `log.level`.
 pub fn init(settings: &LogSettings) {
@@ -36,8 +37,8 @@ pub struct AccessRecord {
     request_id: HeaderValue,
     method: http::Method,
     path: String,
-    /// The route taken (`route::Route::as_str`).
-    pub route: &'static str,
+    /// The kind of route taken.
+    pub route: RouteKind,
     /// What the cache did, when the request reached it.
     pub cache: Option<CacheStatus>,
     /// Time spent on the upstream exchange this request waited for.
@@ -53,7 +54,7 @@ impl AccessRecord {
             request_id: request_id(),
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
-            route: "other",
+            route: RouteKind::Other,
             cache: None,
             upstream: None,
             error: None,
@@ -82,7 +83,7 @@ impl AccessRecord {
             request_id = self.request_id.to_str().unwrap_or(""),
             method = %self.method,
             path = %self.path,
-            route = self.route,
+            route = self.route.as_str(),
             status = status.as_u16(),
             cache,
             detail,

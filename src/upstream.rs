@@ -5,6 +5,7 @@
 //! connecting, the head and the whole body), and `upstream.max_body` bytes.
 
 use std::error::Error as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use crate::cache::key::Flags;
 use crate::config::UpstreamSettings;
 use crate::error::UpstreamError;
 use crate::hop_by_hop;
+use crate::metrics::Metrics;
 use crate::route::ConversationId;
 
 /// The body type of requests sent upstream.
@@ -51,11 +53,12 @@ pub struct Upstream {
     timeout: Duration,
     max_body: u64,
     slots: Semaphore,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
     /// A client for the configured upstream.
-    pub fn new(settings: &UpstreamSettings) -> Upstream {
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Upstream {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
@@ -75,6 +78,7 @@ impl Upstream {
             timeout: settings.timeout,
             max_body: settings.max_body,
             slots: Semaphore::new(settings.max_concurrency),
+            metrics,
         }
     }
 
@@ -133,16 +137,20 @@ impl Upstream {
             hop_by_hop::strip(&mut parts.headers);
             Ok((parts.status, parts.headers, body))
         };
-        let (status, headers, body) = tokio::time::timeout(self.timeout, exchange)
+        let result = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| UpstreamError::Timeout)??;
+            .unwrap_or(Err(UpstreamError::Timeout));
+        let elapsed = started.elapsed();
+        self.metrics
+            .upstream(elapsed, result.as_ref().map(|_| ()).map_err(|e| *e));
+        let (status, headers, body) = result?;
         Ok(UpstreamResponse {
             status,
             headers,
             body,
             received_at: SystemTime::now(),
             received_instant: Instant::now(),
-            elapsed: started.elapsed(),
+            elapsed,
         })
     }
 }

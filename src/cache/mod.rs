@@ -18,6 +18,8 @@ use std::time::Instant;
 
 use crate::config::CacheSettings;
 use crate::error::UpstreamError;
+use crate::metrics::Metrics;
+use crate::route::ConversationId;
 use crate::upstream::UpstreamResponse;
 use coalesce::{FlightLost, Flights, Role};
 use entry::CachedResponse;
@@ -53,15 +55,21 @@ pub struct Cache {
     store: Store,
     policy: Arc<StorePolicy>,
     flights: Arc<Flights<CacheKey, FetchOutcome>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    /// An empty cache with the configured bounds and rules.
-    pub fn new(settings: &CacheSettings) -> Cache {
+    /// An empty cache with the configured bounds and rules, counting into `metrics`.
+    pub fn new(settings: &CacheSettings, metrics: Arc<Metrics>) -> Cache {
+        let on_evict = {
+            let metrics = Arc::clone(&metrics);
+            move |cause| metrics.eviction(cause)
+        };
         Cache {
-            store: Store::new(settings.max_bytes, settings.max_ttl),
+            store: Store::new(settings.max_bytes, settings.max_ttl, on_evict),
             policy: Arc::new(StorePolicy::from_settings(settings)),
             flights: Arc::default(),
+            metrics,
         }
     }
 
@@ -82,6 +90,7 @@ impl Cache {
     {
         let store = self.store.clone();
         let policy = Arc::clone(&self.policy);
+        let metrics = Arc::clone(&self.metrics);
         self.flights
             .run(key.clone(), move || {
                 let exchange = fetch();
@@ -93,11 +102,28 @@ impl Cache {
                     }
                     match exchange.await {
                         Err(error) => FetchOutcome::Failed(error),
-                        Ok(response) => store_if_allowed(&store, &policy, key, response).await,
+                        Ok(response) => {
+                            let outcome = store_if_allowed(&store, &policy, key, response).await;
+                            if let FetchOutcome::Answered { stored, .. } = &outcome {
+                                metrics.store_decision(stored.as_ref().err().copied());
+                            }
+                            outcome
+                        }
                     }
                 }
             })
             .await
+    }
+
+    /// Drops every entry of conversation `id` (every flag variant, every
+    /// credential); returns how many.
+    pub async fn purge_conversation(&self, id: &ConversationId) -> u64 {
+        self.store.purge_where(|key| key.id == *id).await
+    }
+
+    /// Drops every entry; returns how many.
+    pub async fn purge_all(&self) -> u64 {
+        self.store.purge_where(|_| true).await
     }
 
     /// Entries and bytes held, after moka's pending housekeeping has run.

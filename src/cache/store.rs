@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use moka::notification::RemovalCause;
 use moka::Expiry;
 
 use super::entry::CachedResponse;
 use super::key::CacheKey;
+use crate::metrics::EvictionCause;
 
 /// The in-memory tier.
 #[derive(Clone)]
@@ -15,13 +17,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store holding at most `max_bytes` of entries, none longer than `max_ttl`.
-    pub fn new(max_bytes: u64, max_ttl: Duration) -> Store {
+    /// A store holding at most `max_bytes` of entries, none longer than
+    /// `max_ttl`, telling `on_evict` why each entry left.
+    pub fn new(
+        max_bytes: u64,
+        max_ttl: Duration,
+        on_evict: impl Fn(EvictionCause) + Send + Sync + 'static,
+    ) -> Store {
         let entries = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &CacheKey, entry: &Arc<CachedResponse>| entry.weight())
             .expire_after(EntryDeadline)
             .time_to_live(max_ttl)
+            .eviction_listener(move |_key, _entry, cause| on_evict(eviction_cause(cause)))
             .build();
         Store { entries }
     }
@@ -39,6 +47,17 @@ impl Store {
         self.entries.insert(key, entry).await;
     }
 
+    /// Drops every entry `drop` picks; returns how many were dropped.
+    pub async fn purge_where(&self, drop: impl Fn(&CacheKey) -> bool) -> u64 {
+        let mut purged = 0;
+        for (key, _) in self.entries.iter() {
+            if drop(&key) && self.entries.remove(&*key).await.is_some() {
+                purged += 1;
+            }
+        }
+        purged
+    }
+
     /// Number of entries (approximate until pending housekeeping runs).
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
@@ -52,6 +71,15 @@ impl Store {
     /// Runs moka's pending evictions now (tests and stats).
     pub async fn run_pending_tasks(&self) {
         self.entries.run_pending_tasks().await;
+    }
+}
+
+fn eviction_cause(cause: RemovalCause) -> EvictionCause {
+    match cause {
+        RemovalCause::Expired => EvictionCause::Lifetime,
+        RemovalCause::Size => EvictionCause::Size,
+        RemovalCause::Explicit => EvictionCause::Purge,
+        RemovalCause::Replaced => EvictionCause::Replaced,
     }
 }
 
@@ -109,7 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_entry_past_its_deadline_is_not_returned() {
-        let store = Store::new(1 << 20, Duration::from_secs(3600));
+        let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
         let t0 = Instant::now();
         store
             .insert(key("a"), entry(10, t0, Duration::from_secs(5)))
@@ -123,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replaced_entry_takes_the_new_deadline() {
-        let store = Store::new(1 << 20, Duration::from_secs(3600));
+        let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
         let t0 = Instant::now();
         store
             .insert(key("a"), entry(10, t0, Duration::from_millis(50)))
@@ -138,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_byte_bound_holds() {
-        let store = Store::new(100_000, Duration::from_secs(3600));
+        let store = Store::new(100_000, Duration::from_secs(3600), |_| {});
         let t0 = Instant::now();
         for i in 0..100 {
             let id = format!("c{i}");

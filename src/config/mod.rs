@@ -69,6 +69,7 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub cache: CacheSettings,
     pub auth: AuthSettings,
+    pub admin: AdminSettings,
     pub log: LogSettings,
 }
 
@@ -76,6 +77,8 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// The operators' listener (metrics, stats, purge); none when unset.
+    pub admin_listen: Option<SocketAddr>,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
@@ -114,12 +117,21 @@ pub struct AuthSettings {
     pub allow_anonymous: bool,
 }
 
+/// `[admin]`: who may use the admin routes.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// SHA-256 digest of the admin bearer token; none disables `/admin/`.
+    pub token_sha256: Option<[u8; 32]>,
+}
+
 /// `[log]`: format and filter of the log output.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
     pub format: LogFormat,
     /// A `tracing` filter directive, e.g. `info` or `ayra_cache=debug`.
     pub level: String,
+    /// How often the summary event is logged; none when `"0s"`.
+    pub summary_interval: Option<Duration>,
 }
 
 /// How log events are written.

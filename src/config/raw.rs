@@ -13,6 +13,7 @@ pub(super) struct RawSettings {
     pub upstream: RawUpstream,
     pub cache: RawCache,
     pub auth: RawAuth,
+    pub admin: RawAdmin,
     pub log: RawLog,
 }
 
@@ -20,6 +21,7 @@ pub(super) struct RawSettings {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
     pub listen: String,
+    pub admin_listen: Option<String>,
     pub header_read_timeout: String,
     pub idle_timeout: String,
     pub max_connections: usize,
@@ -30,6 +32,7 @@ impl Default for RawServer {
     fn default() -> Self {
         RawServer {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: None,
             header_read_timeout: "10s".into(),
             idle_timeout: "60s".into(),
             max_connections: 4096,
@@ -93,11 +96,18 @@ pub(super) struct RawAuth {
     pub allow_anonymous: bool,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdmin {
+    pub token_sha256: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLog {
     pub format: String,
     pub level: String,
+    pub summary_interval: String,
 }
 
 impl Default for RawLog {
@@ -105,6 +115,7 @@ impl Default for RawLog {
         RawLog {
             format: "json".into(),
             level: "info".into(),
+            summary_interval: "60s".into(),
         }
     }
 }

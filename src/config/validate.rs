@@ -8,8 +8,8 @@ use http::{HeaderValue, Uri};
 
 use super::raw::{RawSettings, RawSize};
 use super::{
-    AuthSettings, CacheSettings, ConfigError, LogFormat, LogSettings, Secret, ServerSettings,
-    Settings, UpstreamSettings,
+    AdminSettings, AuthSettings, CacheSettings, ConfigError, LogFormat, LogSettings, Secret,
+    ServerSettings, Settings, UpstreamSettings,
 };
 
 pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
@@ -23,6 +23,19 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
                 &raw.server.header_read_timeout,
             )?,
             idle_timeout: positive_duration("server.idle_timeout", &raw.server.idle_timeout)?,
+            admin_listen: raw
+                .server
+                .admin_listen
+                .as_deref()
+                .map(|text| {
+                    text.parse::<SocketAddr>().map_err(|e| {
+                        ConfigError::invalid(
+                            "server.admin_listen",
+                            format!("not an IP:port address: {e}"),
+                        )
+                    })
+                })
+                .transpose()?,
             max_connections: at_least_one("server.max_connections", raw.server.max_connections)?,
             shutdown_grace: duration("server.shutdown_grace", &raw.server.shutdown_grace)?,
         },
@@ -54,9 +67,19 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
             client_tokens_sha256: token_digests(&raw.auth.client_tokens_sha256)?,
             allow_anonymous: raw.auth.allow_anonymous,
         },
+        admin: AdminSettings {
+            token_sha256: raw
+                .admin
+                .token_sha256
+                .as_deref()
+                .map(|digest| sha256_digest("admin.token_sha256", digest))
+                .transpose()?,
+        },
         log: LogSettings {
             format: log_format(&raw.log.format)?,
             level: log_level(raw.log.level)?,
+            summary_interval: Some(duration("log.summary_interval", &raw.log.summary_interval)?)
+                .filter(|interval| !interval.is_zero()),
         },
     };
     check_auth_mode(&settings)?;
@@ -159,16 +182,17 @@ fn statuses(statuses: Vec<String>) -> Result<Vec<String>, ConfigError> {
 }
 
 fn token_digests(digests: &[String]) -> Result<HashSet<[u8; 32]>, ConfigError> {
-    const KEY: &str = "auth.client_tokens_sha256";
     digests
         .iter()
-        .map(|digest| {
-            let mut bytes = [0u8; 32];
-            hex::decode_to_slice(digest.trim(), &mut bytes)
-                .map_err(|_| ConfigError::invalid(KEY, "each entry must be 64 hex digits"))?;
-            Ok(bytes)
-        })
+        .map(|digest| sha256_digest("auth.client_tokens_sha256", digest))
         .collect()
+}
+
+fn sha256_digest(key: &str, digest: &str) -> Result<[u8; 32], ConfigError> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(digest.trim(), &mut bytes)
+        .map_err(|_| ConfigError::invalid(key, "a SHA-256 digest is 64 hex digits"))?;
+    Ok(bytes)
 }
 
 fn log_format(text: &str) -> Result<LogFormat, ConfigError> {
@@ -229,6 +253,9 @@ mod tests {
         assert_eq!(s.server.max_connections, 4096);
         assert_eq!(s.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.log.summary_interval, Some(Duration::from_secs(60)));
+        assert!(s.server.admin_listen.is_none());
+        assert!(s.admin.token_sha256.is_none());
         assert!(s.upstream.api_key.is_none());
     }
 
@@ -255,6 +282,15 @@ mod tests {
             (
                 "[auth]\nclient_tokens_sha256 = [\"abc\"]\n",
                 "auth.client_tokens_sha256",
+            ),
+            ("[admin]\ntoken_sha256 = \"xyz\"\n", "admin.token_sha256"),
+            (
+                "[server]\nadmin_listen = \"nowhere\"\n",
+                "server.admin_listen",
+            ),
+            (
+                "[log]\nsummary_interval = \"often\"\n",
+                "log.summary_interval",
             ),
         ];
         for (toml, key) in cases {

@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
-use crate::handler::{self, AppState};
+use super::Respond;
+use crate::config::ServerSettings;
 
 /// Largest request head accepted; past it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -33,11 +34,20 @@ pub(super) struct ConnectionLimits {
     pub idle_timeout: Duration,
 }
 
+impl From<&ServerSettings> for ConnectionLimits {
+    fn from(server: &ServerSettings) -> Self {
+        ConnectionLimits {
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+        }
+    }
+}
+
 /// Serves one connection until the client leaves, a limit cuts it, or shutdown drains it.
-pub(super) async fn serve(
+pub(super) async fn serve<R: Respond>(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<AppState>,
+    responder: Arc<R>,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -50,11 +60,11 @@ pub(super) async fn serve(
         let activity = Arc::clone(&activity);
         service_fn(move |request| {
             let busy = activity.request_started();
-            let response = handler::handle(Arc::clone(&state), request);
+            let response = Arc::clone(&responder).respond(request);
             async move {
                 let response = response.await;
                 drop(busy);
-                response
+                Ok::<_, std::convert::Infallible>(response)
             }
         })
     };

@@ -1,4 +1,9 @@
-//! The listener: accepts under `server.max_connections`, serves each connection, drains on shutdown.
+//! The listeners: accept under a connection limit, serve each connection, drain on shutdown.
+//!
+//! The public listener answers clients through [`handler`](crate::handler);
+//! the optional admin listener answers operators through
+//! [`admin`](crate::admin). Both share the shutdown: stop accepting, let open
+//! requests finish for at most `server.shutdown_grace`.
 
 mod connection;
 
@@ -8,87 +13,162 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::config::{ServerSettings, Settings};
+use crate::admin::AdminState;
+use crate::config::Settings;
 use crate::handler::AppState;
+use crate::summary;
 use connection::ConnectionLimits;
+
+/// Connections the admin listener holds at once.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Something that answers the requests of one listener.
+pub trait Respond: Send + Sync + 'static {
+    /// The response to `request`; errors are already turned into responses.
+    fn respond(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+}
 
 /// A bound, not yet running proxy.
 pub struct App {
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     state: Arc<AppState>,
-    server: ServerSettings,
+    settings: Settings,
 }
 
 impl App {
-    /// Binds `server.listen` and builds the shared state.
+    /// Binds `server.listen` (and `server.admin_listen`) and builds the shared state.
     pub async fn build(settings: Settings) -> io::Result<App> {
         let listener = TcpListener::bind(settings.server.listen).await?;
+        let admin_listener = match settings.server.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(App {
             listener,
+            admin_listener,
             state: Arc::new(AppState::new(&settings)),
-            server: settings.server,
+            settings,
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The public address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets open
-    /// requests finish for at most `server.shutdown_grace`.
+    /// The admin address actually bound, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let App {
             listener,
+            admin_listener,
             state,
-            server,
+            settings,
         } = self;
-        let limits = ConnectionLimits {
-            header_read_timeout: server.header_read_timeout,
-            idle_timeout: server.idle_timeout,
-        };
-        let slots = Arc::new(Semaphore::new(server.max_connections));
+        let server = settings.server;
         let (stop_tx, stop_rx) = watch::channel(false);
-        // Each connection holds a sender; when all are gone, the drain is over.
+        // Every connection holds a sender; when all are gone, the drain is over.
         let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
-        tokio::pin!(shutdown);
+        let limits = ConnectionLimits::from(&server);
+        let public = Listener::new(limits, server.max_connections, &stop_rx, &drained_tx);
         tracing::info!(listen = %listener.local_addr()?, "listening");
-        loop {
-            let slot = tokio::select! {
-                slot = Arc::clone(&slots).acquire_owned() => slot.map_err(io::Error::other)?,
-                () = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let state = Arc::clone(&state);
-            let stop = stop_rx.clone();
-            let drained = drained_tx.clone();
-            tokio::spawn(async move {
-                connection::serve(stream, peer, state, limits, stop).await;
-                drop(slot);
-                drop(drained);
-            });
+        let mut loops = vec![tokio::spawn(public.accept(listener, Arc::clone(&state)))];
+        if let Some(admin_listener) = admin_listener {
+            let admin = Listener::new(limits, ADMIN_MAX_CONNECTIONS, &stop_rx, &drained_tx);
+            let admin_state = Arc::new(AdminState::new(Arc::clone(&state), &settings.admin));
+            tracing::info!(admin_listen = %admin_listener.local_addr()?, "admin listening");
+            loops.push(tokio::spawn(admin.accept(admin_listener, admin_state)));
         }
-        drop(listener);
+        if let Some(interval) = settings.log.summary_interval {
+            let stop = stop_rx.clone();
+            tokio::spawn(summary::run(Arc::clone(&state), interval, stop));
+        }
+        shutdown.await;
         tracing::info!(grace = ?server.shutdown_grace, "shutting down: draining connections");
         let _ = stop_tx.send(true);
+        for accept_loop in loops {
+            let _ = accept_loop.await;
+        }
         drop(drained_tx);
         let drained = tokio::time::timeout(server.shutdown_grace, drained_rx.recv()).await;
         if drained.is_err() {
             tracing::warn!("shutdown grace elapsed with requests still open");
         }
         Ok(())
+    }
+}
+
+/// What one accept loop needs.
+struct Listener {
+    limits: ConnectionLimits,
+    slots: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    drained: mpsc::Sender<()>,
+}
+
+impl Listener {
+    fn new(
+        limits: ConnectionLimits,
+        max_connections: usize,
+        stop: &watch::Receiver<bool>,
+        drained: &mpsc::Sender<()>,
+    ) -> Listener {
+        Listener {
+            limits,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            stop: stop.clone(),
+            drained: drained.clone(),
+        }
+    }
+
+    /// Accepts until the stop signal, each connection under a slot.
+    async fn accept<R: Respond>(mut self, listener: TcpListener, responder: Arc<R>) {
+        loop {
+            let slot = tokio::select! {
+                slot = Arc::clone(&self.slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                _ = self.stop.changed() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Typically out of file descriptors: back off, don't spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = self.stop.changed() => return,
+            };
+            let responder = Arc::clone(&responder);
+            let stop = self.stop.clone();
+            let drained = self.drained.clone();
+            let limits = self.limits;
+            tokio::spawn(async move {
+                connection::serve(stream, peer, responder, limits, stop).await;
+                drop(slot);
+                drop(drained);
+            });
+        }
     }
 }

@@ -62,6 +62,8 @@ impl ConfigFile {
 /// A running proxy; stops when dropped.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener, when `server.admin_listen` was set.
+    pub admin_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -71,6 +73,15 @@ impl TestApp {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `http://ADMIN_ADDR{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.admin_addr.expect("an admin listener"),
+            path
+        )
     }
 
     /// `GET path` with an optional bearer token.
@@ -98,12 +109,14 @@ pub async fn spawn_with(config: &ConfigFile) -> TestApp {
     let settings = Settings::load_with_env(&path, Some(Default::default())).expect("valid config");
     let app = App::build(settings).await.expect("bind");
     let addr = app.local_addr().expect("local addr");
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
+        admin_addr,
         client: reqwest::Client::new(),
         stop: Some(stop),
         _dir: dir,

@@ -244,3 +244,73 @@ async fn shutdown_waits_no_longer_than_the_grace() {
     assert!(signalled.elapsed() < Duration::from_millis(1500));
     assert!(stuck.await.unwrap().is_err(), "the stuck request was cut");
 }
+
+#[test]
+fn version_and_help_come_from_the_cli_parser() {
+    let version = Command::new(BINARY).arg("--version").output().unwrap();
+    assert!(version.status.success());
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("ayra-cache {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = Command::new(BINARY).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("--config") && text.contains("--check-config"),
+        "{text}"
+    );
+    let wrong = Command::new(BINARY).arg("--nonsense").output().unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_summary_event_is_logged_every_interval() {
+    let standin = StandIn::spawn().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ConfigFile::for_upstream(&standin.base_url());
+    let listen = format!("\"127.0.0.1:{port}\"");
+    config
+        .set("server.listen", &listen)
+        .set("log.level", "\"info\"")
+        .set("log.summary_interval", "\"300ms\"");
+    let path = config.write(&dir);
+    let mut running = start(&path, &[], format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let client = reqwest::Client::new();
+    for _ in 0..4 {
+        let url = format!("http://127.0.0.1:{port}/v1/conversations/conv_sum");
+        client.get(url).bearer_auth("k").send().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sigterm(&running.child);
+    assert_eq!(
+        wait_for_exit(&mut running.child, Duration::from_secs(5)),
+        Some(0)
+    );
+    let mut logs = String::new();
+    use std::io::Read;
+    running
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let summaries: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["target"] == "ayra_cache::summary")
+        .collect();
+    assert!(summaries.len() >= 2, "{logs}");
+    let first = &summaries[0];
+    assert_eq!(first["entries"], 1, "{first}");
+    assert_eq!(first["hits"], 3);
+    assert_eq!(first["misses"], 1);
+    assert_eq!(first["hit_ratio"], 0.75);
+    assert!(first["bytes"].as_u64().unwrap() > 1000);
+    assert_eq!(first["upstream_errors"], 0);
+    // The next window starts from zero.
+    assert_eq!(summaries[1]["hits"], 0);
+}

@@ -4,6 +4,7 @@ mod app;
 mod raw;
 mod standin;
 
+mod admin;
 mod binary;
 mod cached_route;
 mod coalescing;

@@ -1,0 +1,154 @@
+//! The admin listener: Prometheus metrics, health, cache stats and purges, for operators only.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use headers::authorization::Bearer;
+use headers::{Authorization, HeaderMapExt};
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::auth::Fingerprint;
+use crate::config::AdminSettings;
+use crate::error::ProxyError;
+use crate::handler::AppState;
+use crate::route::ConversationId;
+use crate::server::Respond;
+
+const PURGE_CONVERSATION: &str = "/admin/cache/conversations/";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the admin routes work on.
+pub struct AdminState {
+    app: Arc<AppState>,
+    token_sha256: Option<[u8; 32]>,
+}
+
+impl AdminState {
+    /// Admin routes over the proxy's state, guarded by `admin.token_sha256`.
+    pub fn new(app: Arc<AppState>, settings: &AdminSettings) -> AdminState {
+        AdminState {
+            app,
+            token_sha256: settings.token_sha256,
+        }
+    }
+}
+
+impl Respond for AdminState {
+    fn respond(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send {
+        handle(self, request)
+    }
+}
+
+/// Answers one admin request and logs it (purges are an audit trail).
+async fn handle(state: Arc<AdminState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = route(&state, &request)
+        .await
+        .unwrap_or_else(ProxyError::into_response);
+    tracing::info!(
+        target: "ayra_cache::admin",
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        "admin request"
+    );
+    response
+}
+
+async fn route(
+    state: &AdminState,
+    request: &Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ProxyError> {
+    let path = request.uri().path();
+    let method = request.method();
+    match path {
+        "/metrics" => {
+            only(method, &Method::GET)?;
+            let text = state.app.metrics.encode(state.app.cache.usage().await);
+            Ok(body(text, OPENMETRICS))
+        }
+        "/healthz" => {
+            only(method, &Method::GET)?;
+            Ok(json_body(&json!({"status": "ok"})))
+        }
+        "/admin/stats" => {
+            authorize(state, request)?;
+            only(method, &Method::GET)?;
+            Ok(json_body(&stats(state).await))
+        }
+        "/admin/cache" => {
+            authorize(state, request)?;
+            only(method, &Method::DELETE)?;
+            let purged = state.app.cache.purge_all().await;
+            tracing::warn!(target: "ayra_cache::admin", purged, "purged the whole cache");
+            Ok(json_body(&json!({ "purged": purged })))
+        }
+        _ => match path.strip_prefix(PURGE_CONVERSATION) {
+            Some(raw_id) => {
+                authorize(state, request)?;
+                only(method, &Method::DELETE)?;
+                let id = ConversationId::parse(raw_id)?;
+                let purged = state.app.cache.purge_conversation(&id).await;
+                tracing::warn!(target: "ayra_cache::admin", conversation = id.as_str(), purged, "purged a conversation");
+                Ok(json_body(&json!({ "purged": purged })))
+            }
+            None => Err(ProxyError::NotFound),
+        },
+    }
+}
+
+fn only(method: &Method, allowed: &Method) -> Result<(), ProxyError> {
+    if method == allowed {
+        Ok(())
+    } else {
+        Err(ProxyError::MethodNotAllowed)
+    }
+}
+
+/// The bearer token must hash to `admin.token_sha256`; with none configured, admin is off.
+fn authorize(state: &AdminState, request: &Request<Incoming>) -> Result<(), ProxyError> {
+    let expected = state.token_sha256.ok_or(ProxyError::AdminDisabled)?;
+    let presented = request
+        .headers()
+        .typed_get::<Authorization<Bearer>>()
+        .ok_or(ProxyError::AdminUnauthenticated)?;
+    if Fingerprint::of(presented.token().as_bytes()) == Fingerprint::from_digest(expected) {
+        Ok(())
+    } else {
+        Err(ProxyError::AdminUnauthenticated)
+    }
+}
+
+async fn stats(state: &AdminState) -> serde_json::Value {
+    let usage = state.app.cache.usage().await;
+    let totals = state.app.metrics.totals();
+    json!({
+        "entries": usage.entries,
+        "bytes": usage.bytes,
+        "hits": totals.hits,
+        "misses": totals.misses,
+        "hit_ratio": totals.hit_ratio(),
+        "upstream_errors": totals.upstream_errors,
+        "uptime_seconds": totals.uptime.as_secs(),
+    })
+}
+
+fn body(text: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_body(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    body(value.to_string(), "application/json")
+}
