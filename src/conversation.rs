@@ -1,25 +1,26 @@
 //! The cached route, `GET`/`HEAD /v1/conversations/{id}`: key, lookup, shared fetch, response.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::auth::Credential;
 use crate::cache::coalesce::Role;
-use crate::cache::entry::CachedResponse;
+use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey};
 use crate::cache::status::{CacheResult, CacheStatus};
-use crate::cache::FetchOutcome;
-use crate::error::ProxyError;
+use crate::cache::{Failure, FetchOutcome};
+use crate::error::{ProxyError, UpstreamError};
 use crate::handler::AppState;
 use crate::passthrough;
 use crate::route::ConversationId;
 use crate::telemetry::AccessRecord;
-use crate::upstream::UpstreamResponse;
+use crate::upstream::{Upstream, UpstreamResponse};
 
 /// Answers a conversation read from the cache, or from one shared upstream fetch.
 pub async fn serve(
@@ -46,55 +47,130 @@ pub async fn serve(
         flags,
     };
     if let Some(entry) = state.cache.lookup(&key).await {
-        return Ok(hit(&entry, record));
+        let refreshing = state.cache.wants_refresh(&entry, Instant::now())
+            && state
+                .cache
+                .refresh(key.clone(), fetcher(&state.upstream, &key, &credential));
+        return Ok(hit(&entry, record, refreshing));
     }
-    let upstream = Arc::clone(&state.upstream);
     let (outcome, role) = state
         .cache
-        .fetch(key.clone(), move || async move {
-            upstream
-                .get_conversation(&key.id, key.flags, credential.upstream.as_ref())
-                .await
-        })
+        .fetch(key.clone(), fetcher(&state.upstream, &key, &credential))
         .await
         .map_err(|_| ProxyError::Internal)?;
     if role == Role::Collapsed {
         state.metrics.coalesced_waiter();
     }
-    let mut status = CacheStatus {
+    let status = CacheStatus {
         collapsed: role == Role::Collapsed,
         ..CacheStatus::new(CacheResult::Miss)
     };
     match outcome {
-        FetchOutcome::Cached(entry) => Ok(hit(&entry, record)),
-        FetchOutcome::Failed(error) => {
-            status.detail = Some(error.as_str());
-            record.cache = Some(status);
-            Err(error.into())
-        }
-        FetchOutcome::Answered { response, stored } => {
-            match stored {
-                Ok(_) => status.stored = true,
-                Err(reason) => status.detail = Some(reason.as_str()),
-            }
-            if response.status != http::StatusCode::OK {
-                status.fwd_status = Some(response.status.as_u16());
-            }
-            record.cache = Some(status);
+        FetchOutcome::Cached(entry) => Ok(hit(&entry, record, false)),
+        FetchOutcome::Stale { entry, failure } => stale(&entry, failure, status, record),
+        FetchOutcome::Failed(error) => failed(error, status, record),
+        FetchOutcome::Answered {
+            response,
+            stored,
+            revalidated,
+        } => {
+            record.cache = Some(CacheStatus {
+                stored: stored.is_ok(),
+                detail: stored.err().map(|reason| reason.as_str()),
+                revalidated,
+                ..answered(status, &response)
+            });
             record.upstream = Some(response.elapsed);
             Ok(forwarded(&response))
         }
     }
 }
 
+/// The upstream call for `key` (lazy: nothing happens until it is polled),
+/// holding the credential only until it is made.
+fn fetcher(
+    upstream: &Arc<Upstream>,
+    key: &CacheKey,
+    credential: &Credential,
+) -> impl Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static {
+    let upstream = Arc::clone(upstream);
+    let (id, flags) = (key.id.clone(), key.flags);
+    let authorization = credential.upstream.clone();
+    async move {
+        upstream
+            .get_conversation(&id, flags, authorization.as_ref())
+            .await
+    }
+}
+
 /// A HIT, built from the entry's prebuilt parts plus `age`.
-fn hit(entry: &CachedResponse, record: &mut AccessRecord) -> Response<Full<Bytes>> {
+fn hit(
+    entry: &CachedResponse,
+    record: &mut AccessRecord,
+    refreshing: bool,
+) -> Response<Full<Bytes>> {
     let now = Instant::now();
     record.cache = Some(CacheStatus {
         ttl: Some(entry.time_to_live(now).as_secs()),
+        refreshing,
         ..CacheStatus::new(CacheResult::Hit)
     });
+    from_entry(entry, now)
+}
+
+/// A stale entry standing in for a failing upstream, unless it died meanwhile.
+fn stale(
+    entry: &CachedResponse,
+    failure: Failure,
+    status: CacheStatus,
+    record: &mut AccessRecord,
+) -> Result<Response<Full<Bytes>>, ProxyError> {
+    let now = Instant::now();
+    let fwd_status = failure.status().map(|status| status.as_u16());
+    if entry.freshness(now) == Freshness::Dead {
+        return match failure {
+            Failure::Error(error) => failed(error, status, record),
+            Failure::Answered(response) => {
+                record.cache = Some(CacheStatus {
+                    revalidated: true,
+                    ..answered(status, &response)
+                });
+                Ok(forwarded(&response))
+            }
+        };
+    }
+    record.cache = Some(CacheStatus {
+        result: CacheResult::Stale,
+        fwd_status,
+        detail: Some("stale-if-error"),
+        ..status
+    });
+    Ok(from_entry(entry, now))
+}
+
+fn failed(
+    error: UpstreamError,
+    status: CacheStatus,
+    record: &mut AccessRecord,
+) -> Result<Response<Full<Bytes>>, ProxyError> {
+    record.cache = Some(CacheStatus {
+        detail: Some(error.as_str()),
+        ..status
+    });
+    Err(error.into())
+}
+
+/// `status` with the upstream's status noted when it is not a 200.
+fn answered(status: CacheStatus, response: &UpstreamResponse) -> CacheStatus {
+    CacheStatus {
+        fwd_status: (response.status != StatusCode::OK).then_some(response.status.as_u16()),
+        ..status
+    }
+}
+
+fn from_entry(entry: &CachedResponse, now: Instant) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(entry.body().clone()));
+    *response.status_mut() = entry.status();
     let headers = response.headers_mut();
     headers.clone_from(entry.headers());
     headers.insert(header::AGE, HeaderValue::from(entry.age(now)));

@@ -94,6 +94,11 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CauseLabel {
     cause: &'static str,
 }
@@ -112,6 +117,7 @@ pub struct Metrics {
     stores: Counter,
     store_refusals: Family<ReasonLabel, Counter>,
     evictions: Family<CauseLabel, Counter>,
+    refreshes: Family<ResultLabel, Counter>,
     entries: Gauge,
     bytes: Gauge,
     started: Instant,
@@ -165,6 +171,7 @@ impl Metrics {
             stores: Counter::default(),
             store_refusals: Family::default(),
             evictions: Family::default(),
+            refreshes: Family::default(),
             entries: Gauge::default(),
             bytes: Gauge::default(),
             started: Instant::now(),
@@ -200,6 +207,11 @@ impl Metrics {
             "evictions",
             "Entries that left the cache, by cause",
             self.evictions.clone(),
+        );
+        r.register(
+            "refreshes",
+            "Background refreshes ahead of expiry, by result",
+            self.refreshes.clone(),
         );
         r.register("entries", "Entries held", self.entries.clone());
         r.register(
@@ -275,6 +287,19 @@ impl Metrics {
             .inc();
     }
 
+    /// A background refresh got an answer: stored, or not storable.
+    pub fn refresh(&self, stored: bool) {
+        let result = if stored { "stored" } else { "not_stored" };
+        self.refreshes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// A background refresh failed upstream.
+    pub fn refresh_failed(&self) {
+        self.refreshes
+            .get_or_create(&ResultLabel { result: "error" })
+            .inc();
+    }
+
     /// The running totals an operator reads first.
     pub fn totals(&self) -> Totals {
         let sum_cache = |cache: usize| -> u64 {
@@ -339,6 +364,7 @@ fn cache_index(cache: Option<CacheResult>) -> usize {
         Some(CacheResult::Hit) => 0,
         Some(CacheResult::Miss) => 1,
         Some(CacheResult::Bypass) => 2,
+        Some(CacheResult::Stale) => 3,
         None => 4,
     }
 }

@@ -88,6 +88,8 @@ impl AccessRecord {
             cache,
             detail,
             collapsed = self.cache.is_some_and(|c| c.collapsed),
+            refresh_started = self.cache.is_some_and(|c| c.refreshing),
+            fwd_status = self.cache.and_then(|c| c.fwd_status),
             error = self.error.unwrap_or(""),
             latency_ms = millis(latency),
             upstream_ms = self.upstream.map(millis),

@@ -62,6 +62,15 @@ where
         Ok((outcome, role))
     }
 
+    /// Starts `fetch` in a task of its own unless a fetch for `key` is
+    /// running; does not wait. True when it started one.
+    pub fn start_if_idle<F>(self: &Arc<Self>, key: K, fetch: impl FnOnce() -> F) -> bool
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        self.join_or_start(key, fetch).1 == Role::Leader
+    }
+
     /// Number of fetches running (for tests and stats).
     pub fn in_flight(&self) -> usize {
         self.lock().len()
@@ -186,6 +195,24 @@ mod tests {
         assert_eq!(flights.in_flight(), 0);
         let again = flights.run("k", || async { 3 }).await;
         assert_eq!(again, Ok((3, Role::Leader)));
+    }
+
+    #[tokio::test]
+    async fn a_background_fetch_starts_once_and_can_be_joined() {
+        let flights: Arc<Flights<&str, u32>> = Arc::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetch = |calls: Arc<AtomicUsize>| {
+            move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                5
+            }
+        };
+        assert!(flights.start_if_idle("k", fetch(calls.clone())));
+        assert!(!flights.start_if_idle("k", fetch(calls.clone())));
+        let joined = flights.run("k", fetch(calls.clone())).await;
+        assert_eq!(joined, Ok((5, Role::Collapsed)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

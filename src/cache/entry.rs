@@ -1,12 +1,15 @@
 //! A stored answer: the parts a HIT is served from, and the instants that bound its life.
+//!
+//! The instants are monotonic (`Instant`), computed once at store time from
+//! the policy's durations; every serve checks them against `Instant::now()`.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use headers::{Age, HeaderMapExt};
-use http::{header, HeaderMap, HeaderName};
+use http::{header, HeaderMap, HeaderName, StatusCode};
 
-use super::policy::Lifetime;
+use super::policy::{EntryKind, Lifetime};
 
 /// Upstream response headers a HIT repeats; anything else (cookies, request
 /// ids, rate-limit counters) belonged to the one exchange that fetched it.
@@ -17,19 +20,35 @@ const KEPT_HEADERS: [HeaderName; 4] = [
     header::CONTENT_LANGUAGE,
 ];
 
-/// One cached conversation answer (always a 200).
+/// One cached conversation answer.
 #[derive(Debug)]
 pub struct CachedResponse {
+    status: StatusCode,
+    kind: EntryKind,
     headers: HeaderMap,
     body: Bytes,
     received_at: Instant,
     upstream_age: Duration,
     fresh_until: Instant,
+    usable_until: Instant,
+    hard: Option<Instant>,
+}
+
+/// Whether an entry may be served at some instant, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Before `fresh_until`: a plain HIT.
+    Fresh,
+    /// Between `fresh_until` and `usable_until`: only in place of a failing upstream.
+    Stale,
+    /// At or past `usable_until`: never served.
+    Dead,
 }
 
 impl CachedResponse {
-    /// An entry from an upstream answer received at `received_at`.
+    /// An entry from an upstream answer with `status`, received at `received_at`.
     pub fn new(
+        status: StatusCode,
         upstream_headers: &HeaderMap,
         body: Bytes,
         received_at: Instant,
@@ -46,12 +65,26 @@ impl CachedResponse {
             .map(|age| Duration::from_secs(age.as_secs()))
             .unwrap_or_default();
         CachedResponse {
+            status,
+            kind: lifetime.kind,
             headers,
             body,
             received_at,
             upstream_age,
             fresh_until: received_at + lifetime.fresh_for,
+            usable_until: received_at + lifetime.usable_for,
+            hard: lifetime.hard_in.map(|hard| received_at + hard),
         }
+    }
+
+    /// The status it is served with (200, or 404 for a remembered miss).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What kind of answer it holds.
+    pub fn kind(&self) -> EntryKind {
+        self.kind
     }
 
     /// The headers a HIT repeats.
@@ -64,14 +97,51 @@ impl CachedResponse {
         &self.body
     }
 
-    /// Whether the entry may still be served at `now`.
-    pub fn is_fresh(&self, now: Instant) -> bool {
-        now < self.fresh_until
+    /// How the entry may be served at `now`. Past the URL deadline it is
+    /// dead whatever the other instants say.
+    pub fn freshness(&self, now: Instant) -> Freshness {
+        if self.hard.is_some_and(|hard| now >= hard) || now >= self.usable_until {
+            Freshness::Dead
+        } else if now < self.fresh_until {
+            Freshness::Fresh
+        } else {
+            Freshness::Stale
+        }
     }
 
-    /// When the entry stops being served.
+    /// Whether a HIT at `now` should start a background refresh: a complete
+    /// entry in the last `fraction` of its fresh life.
+    pub fn wants_refresh(&self, now: Instant, fraction: f64) -> bool {
+        if self.kind != EntryKind::Complete || fraction <= 0.0 {
+            return false;
+        }
+        let fresh_life = self.fresh_until.saturating_duration_since(self.received_at);
+        self.time_to_live(now) < fresh_life.mul_f64(fraction)
+    }
+
+    /// When the entry stops being a plain HIT.
     pub fn fresh_until(&self) -> Instant {
         self.fresh_until
+    }
+
+    /// When the entry leaves the cache.
+    pub fn usable_until(&self) -> Instant {
+        self.usable_until
+    }
+
+    /// When its recording URL dies, less the margin.
+    pub fn hard(&self) -> Option<Instant> {
+        self.hard
+    }
+
+    /// When its answer was received.
+    pub fn received_at(&self) -> Instant {
+        self.received_at
+    }
+
+    /// The upstream's own `Age` on receipt.
+    pub fn upstream_age(&self) -> Duration {
+        self.upstream_age
     }
 
     /// Fresh life left at `now`.
@@ -101,27 +171,83 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn entry(upstream: &HeaderMap, received_at: Instant, fresh_for: Duration) -> CachedResponse {
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn lifetime(fresh: u64, usable: u64, hard: Option<u64>) -> Lifetime {
+        Lifetime {
+            kind: EntryKind::Complete,
+            fresh_for: SECOND * fresh as u32,
+            usable_for: SECOND * usable as u32,
+            hard_in: hard.map(|h| SECOND * h as u32),
+        }
+    }
+
+    fn entry_with(
+        upstream: &HeaderMap,
+        received_at: Instant,
+        lifetime: Lifetime,
+    ) -> CachedResponse {
         CachedResponse::new(
+            StatusCode::OK,
             upstream,
             Bytes::from_static(b"{\"data\":{}}"),
             received_at,
-            Lifetime { fresh_for },
+            lifetime,
         )
+    }
+
+    fn entry(upstream: &HeaderMap, received_at: Instant, fresh_for: Duration) -> CachedResponse {
+        let secs = fresh_for.as_secs();
+        entry_with(upstream, received_at, lifetime(secs, secs, None))
     }
 
     #[test]
     fn freshness_ends_exactly_at_the_deadline() {
         let t0 = Instant::now();
         let e = entry(&HeaderMap::new(), t0, Duration::from_secs(10));
-        assert!(e.is_fresh(t0));
-        assert!(e.is_fresh(t0 + Duration::from_millis(9_999)));
-        assert!(!e.is_fresh(t0 + Duration::from_secs(10)));
+        assert_eq!(e.freshness(t0), Freshness::Fresh);
+        assert_eq!(
+            e.freshness(t0 + Duration::from_millis(9_999)),
+            Freshness::Fresh
+        );
+        assert_eq!(e.freshness(t0 + Duration::from_secs(10)), Freshness::Dead);
         assert_eq!(
             e.time_to_live(t0 + Duration::from_secs(4)),
             Duration::from_secs(6)
         );
         assert_eq!(e.time_to_live(t0 + Duration::from_secs(40)), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_entry_is_stale_between_fresh_and_usable_and_never_past_hard() {
+        let t0 = Instant::now();
+        let e = entry_with(&HeaderMap::new(), t0, lifetime(10, 30, Some(30)));
+        assert_eq!(e.freshness(t0 + SECOND * 9), Freshness::Fresh);
+        assert_eq!(e.freshness(t0 + SECOND * 10), Freshness::Stale);
+        assert_eq!(e.freshness(t0 + SECOND * 29), Freshness::Stale);
+        assert_eq!(e.freshness(t0 + SECOND * 30), Freshness::Dead);
+        // Even if a bug gave it a usable time past the URL deadline.
+        let broken = entry_with(&HeaderMap::new(), t0, lifetime(10, 60, Some(20)));
+        assert_eq!(broken.freshness(t0 + SECOND * 20), Freshness::Dead);
+    }
+
+    #[test]
+    fn refresh_is_wanted_in_the_last_fraction_of_fresh_life() {
+        let t0 = Instant::now();
+        let e = entry_with(&HeaderMap::new(), t0, lifetime(100, 200, None));
+        assert!(!e.wants_refresh(t0 + SECOND * 89, 0.1));
+        assert!(!e.wants_refresh(t0 + SECOND * 90, 0.1));
+        assert!(e.wants_refresh(t0 + SECOND * 91, 0.1));
+        assert!(!e.wants_refresh(t0 + SECOND * 95, 0.0));
+        let provisional = entry_with(
+            &HeaderMap::new(),
+            t0,
+            Lifetime {
+                kind: EntryKind::Provisional,
+                ..lifetime(100, 100, None)
+            },
+        );
+        assert!(!provisional.wants_refresh(t0 + SECOND * 99, 0.5));
     }
 
     #[test]

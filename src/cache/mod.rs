@@ -7,6 +7,7 @@
 
 pub mod coalesce;
 pub mod entry;
+mod flight;
 pub mod key;
 pub mod policy;
 pub mod status;
@@ -22,25 +23,12 @@ use crate::metrics::Metrics;
 use crate::route::ConversationId;
 use crate::upstream::UpstreamResponse;
 use coalesce::{FlightLost, Flights, Role};
-use entry::CachedResponse;
+use entry::{CachedResponse, Freshness};
+use flight::FlightCrew;
+pub use flight::{Failure, FetchOutcome, Purpose};
 use key::CacheKey;
-use policy::{Answer, NoStoreReason, StorePolicy};
+use policy::StorePolicy;
 use store::Store;
-
-/// What one shared fetch produced, handed to every request that joined it.
-#[derive(Debug, Clone)]
-pub enum FetchOutcome {
-    /// The entry was stored by a fetch that ended just before this one began.
-    Cached(Arc<CachedResponse>),
-    /// The upstream answered, whatever the status.
-    Answered {
-        response: Arc<UpstreamResponse>,
-        /// The stored entry, or why nothing was stored.
-        stored: Result<Arc<CachedResponse>, NoStoreReason>,
-    },
-    /// The exchange failed.
-    Failed(UpstreamError),
-}
 
 /// How much the cache holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +40,9 @@ pub struct Usage {
 
 /// The in-memory cache with its storing policy and its flights.
 pub struct Cache {
-    store: Store,
-    policy: Arc<StorePolicy>,
+    crew: FlightCrew,
     flights: Arc<Flights<CacheKey, FetchOutcome>>,
-    metrics: Arc<Metrics>,
+    refresh_ahead: f64,
 }
 
 impl Cache {
@@ -65,105 +52,86 @@ impl Cache {
             let metrics = Arc::clone(&metrics);
             move |cause| metrics.eviction(cause)
         };
+        // moka's own cap: no entry outlives its fresh life plus its stale life.
+        let longest = settings.max_ttl.saturating_add(settings.stale_if_error);
+        let longest = longest
+            .max(settings.in_progress_ttl)
+            .max(settings.not_found_ttl);
         Cache {
-            store: Store::new(settings.max_bytes, settings.max_ttl, on_evict),
-            policy: Arc::new(StorePolicy::from_settings(settings)),
+            crew: FlightCrew {
+                store: Store::new(settings.max_bytes, longest, on_evict),
+                policy: Arc::new(StorePolicy::from_settings(settings)),
+                metrics,
+            },
             flights: Arc::default(),
-            metrics,
+            refresh_ahead: settings.refresh_ahead,
         }
     }
 
-    /// The fresh entry for `key`, if any.
+    /// Whether a HIT on `entry` at `now` should refresh it in the background.
+    pub fn wants_refresh(&self, entry: &CachedResponse, now: Instant) -> bool {
+        entry.wants_refresh(now, self.refresh_ahead)
+    }
+
+    /// The fresh entry for `key`, if any (a stale one is not a HIT).
     pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
-        self.store.get(key, Instant::now()).await
+        let now = Instant::now();
+        self.crew
+            .store
+            .get(key, now)
+            .await
+            .filter(|entry| entry.freshness(now) == Freshness::Fresh)
     }
 
     /// Runs `fetch` once for all concurrent callers with this key, in its own
-    /// task, and stores the answer when the policy allows.
+    /// task: stores the answer when the policy allows, or lets a stale entry
+    /// stand in when the upstream fails.
     pub async fn fetch<F>(
         &self,
         key: CacheKey,
-        fetch: impl FnOnce() -> F,
+        exchange: F,
     ) -> Result<(FetchOutcome, Role), FlightLost>
     where
         F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
     {
-        let store = self.store.clone();
-        let policy = Arc::clone(&self.policy);
-        let metrics = Arc::clone(&self.metrics);
+        let crew = self.crew.clone();
         self.flights
             .run(key.clone(), move || {
-                let exchange = fetch();
-                async move {
-                    // A fetch for this key may have stored it between our
-                    // lookup and this flight's start.
-                    if let Some(entry) = store.get(&key, Instant::now()).await {
-                        return FetchOutcome::Cached(entry);
-                    }
-                    match exchange.await {
-                        Err(error) => FetchOutcome::Failed(error),
-                        Ok(response) => {
-                            let outcome = store_if_allowed(&store, &policy, key, response).await;
-                            if let FetchOutcome::Answered { stored, .. } = &outcome {
-                                metrics.store_decision(stored.as_ref().err().copied());
-                            }
-                            outcome
-                        }
-                    }
-                }
+                crew.fly(key, Purpose::Demand, exchange)
             })
             .await
+    }
+
+    /// Starts a background refresh of `key` unless a fetch for it is running;
+    /// true when one started.
+    pub fn refresh<F>(&self, key: CacheKey, exchange: F) -> bool
+    where
+        F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
+    {
+        let crew = self.crew.clone();
+        self.flights.start_if_idle(key.clone(), move || {
+            crew.fly(key, Purpose::Refresh, exchange)
+        })
     }
 
     /// Drops every entry of conversation `id` (every flag variant, every
     /// credential); returns how many.
     pub async fn purge_conversation(&self, id: &ConversationId) -> u64 {
-        self.store.purge_where(|key| key.id == *id).await
+        self.crew.store.purge_where(|key| key.id == *id).await
     }
 
     /// Drops every entry; returns how many.
     pub async fn purge_all(&self) -> u64 {
-        self.store.purge_where(|_| true).await
+        self.crew.store.purge_where(|_| true).await
     }
 
     /// Entries and bytes held, after moka's pending housekeeping has run.
     pub async fn usage(&self) -> Usage {
-        self.store.run_pending_tasks().await;
+        let store = &self.crew.store;
+        store.run_pending_tasks().await;
         Usage {
-            entries: self.store.entry_count(),
-            bytes: self.store.weighted_size(),
+            entries: store.entry_count(),
+            bytes: store.weighted_size(),
         }
-    }
-}
-
-async fn store_if_allowed(
-    store: &Store,
-    policy: &StorePolicy,
-    key: CacheKey,
-    response: UpstreamResponse,
-) -> FetchOutcome {
-    let decision = policy.decide(&Answer {
-        status: response.status,
-        headers: &response.headers,
-        body: &response.body,
-        flags: key.flags,
-        received: response.received_at,
-    });
-    let stored = match decision {
-        Ok(lifetime) => {
-            let entry = Arc::new(CachedResponse::new(
-                &response.headers,
-                response.body.clone(),
-                response.received_instant,
-                lifetime,
-            ));
-            store.insert(key, Arc::clone(&entry)).await;
-            Ok(entry)
-        }
-        Err(reason) => Err(reason),
-    };
-    FetchOutcome::Answered {
-        response: Arc::new(response),
-        stored,
     }
 }

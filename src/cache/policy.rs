@@ -45,10 +45,27 @@ impl NoStoreReason {
     }
 }
 
-/// How long a stored answer may be served, counted from its receive time.
+/// What kind of answer an entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A final conversation: refreshed ahead, may stand in when the upstream fails.
+    Complete,
+    /// A live call or pending analytics, micro-cached for `in_progress_ttl`.
+    Provisional,
+    /// A 404 `conversation_not_found`, remembered for `not_found_ttl`.
+    NotFound,
+}
+
+/// An entry's life, counted from the moment its answer was received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetime {
+    pub kind: EntryKind,
+    /// Served as a plain HIT until then.
     pub fresh_for: Duration,
+    /// Kept, and may stand in for a failing upstream, until then.
+    pub usable_for: Duration,
+    /// When the recording URL inside dies, less the margin (none without a URL).
+    pub hard_in: Option<Duration>,
 }
 
 /// What one upstream answer looked like, as far as the policy cares.
@@ -61,12 +78,15 @@ pub struct Answer<'a> {
     pub received: SystemTime,
 }
 
-/// The storing rules of SPEC section 4, with their settings.
+/// The storing rules of SPEC sections 4 and 8, with their settings.
 #[derive(Debug, Clone)]
 pub struct StorePolicy {
     pub max_ttl: Duration,
     pub expiry_margin: Duration,
     pub statuses: Vec<String>,
+    pub stale_if_error: Duration,
+    pub in_progress_ttl: Duration,
+    pub not_found_ttl: Duration,
 }
 
 impl StorePolicy {
@@ -76,56 +96,117 @@ impl StorePolicy {
             max_ttl: settings.max_ttl,
             expiry_margin: settings.expiry_margin,
             statuses: settings.statuses.clone(),
+            stale_if_error: settings.stale_if_error,
+            in_progress_ttl: settings.in_progress_ttl,
+            not_found_ttl: settings.not_found_ttl,
         }
     }
 
     /// Store the answer, and for how long, or why not.
     pub fn decide(&self, answer: &Answer<'_>) -> Result<Lifetime, NoStoreReason> {
+        if answer.status == StatusCode::NOT_FOUND {
+            return self.not_found(answer);
+        }
         if answer.status != StatusCode::OK {
             return Err(NoStoreReason::Status(answer.status));
         }
-        if let Some(cache_control) = answer.headers.typed_get::<CacheControl>() {
-            if cache_control.no_store() {
-                return Err(NoStoreReason::NoStore);
-            }
-        }
+        refuse_no_store(answer.headers)?;
         let envelope: Envelope<'_> =
             serde_json::from_slice(answer.body).map_err(|_| NoStoreReason::UnreadableBody)?;
         let data = envelope.data;
-        let status = data.status.as_deref().unwrap_or_default();
-        if !self.statuses.iter().any(|s| s == status) {
-            return Err(NoStoreReason::InProgress);
-        }
-        if answer.flags.analytics && data.analytics.is_none() {
-            return Err(NoStoreReason::AnalyticsPending);
-        }
-        let recording = data.recording.filter(|r| r.url.is_some());
-        let fresh_for = match recording {
-            None => self.max_ttl,
-            Some(recording) => {
-                let expires_at = recording
-                    .expires_at
-                    .as_deref()
-                    .and_then(parse_rfc3339)
-                    .ok_or(NoStoreReason::MissingExpiry)?;
-                let signed_at = upstream_date(answer.headers)
-                    .map(|date| date + DATE_RESOLUTION)
-                    .unwrap_or(answer.received);
-                self.url_lifetime(expires_at, signed_at).min(self.max_ttl)
+        let incomplete = self.incompleteness(&data, answer.flags);
+        if let Some(reason) = incomplete {
+            if self.in_progress_ttl.is_zero() {
+                return Err(reason);
             }
-        };
-        if fresh_for.is_zero() {
-            return Err(NoStoreReason::LifetimeTooShort);
         }
-        Ok(Lifetime { fresh_for })
+        let hard_in = self.url_deadline(data.recording, answer)?;
+        let within_url = |duration: Duration| hard_in.map_or(duration, |hard| duration.min(hard));
+        Ok(match incomplete {
+            None => {
+                let fresh_for = within_url(self.max_ttl);
+                Lifetime {
+                    kind: EntryKind::Complete,
+                    fresh_for,
+                    usable_for: within_url(fresh_for.saturating_add(self.stale_if_error)),
+                    hard_in,
+                }
+            }
+            Some(_) => {
+                let fresh_for = within_url(self.in_progress_ttl);
+                Lifetime {
+                    kind: EntryKind::Provisional,
+                    fresh_for,
+                    usable_for: fresh_for,
+                    hard_in,
+                }
+            }
+        })
     }
 
-    /// `expires_at - signed_at - expiry_margin`, or zero when that is not positive.
-    fn url_lifetime(&self, expires_at: SystemTime, signed_at: SystemTime) -> Duration {
-        expires_at
+    /// Why a readable 200 is not final yet, if it is not.
+    fn incompleteness(&self, data: &Data<'_>, flags: Flags) -> Option<NoStoreReason> {
+        let status = data.status.as_deref().unwrap_or_default();
+        if !self.statuses.iter().any(|s| s == status) {
+            Some(NoStoreReason::InProgress)
+        } else if flags.analytics && data.analytics.is_none() {
+            Some(NoStoreReason::AnalyticsPending)
+        } else {
+            None
+        }
+    }
+
+    /// Time from receipt until the recording URL's deadline (none without a URL).
+    fn url_deadline(
+        &self,
+        recording: Option<Recording<'_>>,
+        answer: &Answer<'_>,
+    ) -> Result<Option<Duration>, NoStoreReason> {
+        let Some(recording) = recording.filter(|r| r.url.is_some()) else {
+            return Ok(None);
+        };
+        let expires_at = recording
+            .expires_at
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .ok_or(NoStoreReason::MissingExpiry)?;
+        let signed_at = upstream_date(answer.headers)
+            .map(|date| date + DATE_RESOLUTION)
+            .unwrap_or(answer.received);
+        let life = expires_at
             .duration_since(signed_at)
             .unwrap_or(Duration::ZERO)
-            .saturating_sub(self.expiry_margin)
+            .saturating_sub(self.expiry_margin);
+        if life.is_zero() {
+            return Err(NoStoreReason::LifetimeTooShort);
+        }
+        Ok(Some(life))
+    }
+
+    /// A 404 is remembered only when asked for, and only for a missing conversation.
+    fn not_found(&self, answer: &Answer<'_>) -> Result<Lifetime, NoStoreReason> {
+        let refused = NoStoreReason::Status(StatusCode::NOT_FOUND);
+        if self.not_found_ttl.is_zero() {
+            return Err(refused);
+        }
+        refuse_no_store(answer.headers)?;
+        let error: ErrorEnvelope<'_> = serde_json::from_slice(answer.body).map_err(|_| refused)?;
+        if error.error.code.as_deref() != Some("conversation_not_found") {
+            return Err(refused);
+        }
+        Ok(Lifetime {
+            kind: EntryKind::NotFound,
+            fresh_for: self.not_found_ttl,
+            usable_for: self.not_found_ttl,
+            hard_in: None,
+        })
+    }
+}
+
+fn refuse_no_store(headers: &HeaderMap) -> Result<(), NoStoreReason> {
+    match headers.typed_get::<CacheControl>() {
+        Some(cache_control) if cache_control.no_store() => Err(NoStoreReason::NoStore),
+        _ => Ok(()),
     }
 }
 
@@ -159,6 +240,19 @@ struct Data<'a> {
     analytics: Option<IgnoredAny>,
     #[serde(borrow, default)]
     recording: Option<Recording<'a>>,
+}
+
+/// The API's error body, as far as the policy reads it.
+#[derive(Deserialize)]
+struct ErrorEnvelope<'a> {
+    #[serde(borrow)]
+    error: ErrorBody<'a>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody<'a> {
+    #[serde(borrow, default)]
+    code: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,8 @@ pub enum CacheResult {
     Miss,
     /// Forwarded without looking at the cache.
     Bypass,
+    /// A stale entry stood in for a failing upstream.
+    Stale,
 }
 
 impl CacheResult {
@@ -22,6 +24,7 @@ impl CacheResult {
             CacheResult::Hit => "HIT",
             CacheResult::Miss => "MISS",
             CacheResult::Bypass => "BYPASS",
+            CacheResult::Stale => "STALE",
         }
     }
 
@@ -31,6 +34,7 @@ impl CacheResult {
             CacheResult::Hit => "hit",
             CacheResult::Miss => "miss",
             CacheResult::Bypass => "bypass",
+            CacheResult::Stale => "stale",
         }
     }
 }
@@ -45,6 +49,10 @@ pub struct CacheStatus {
     pub collapsed: bool,
     /// The answer was stored.
     pub stored: bool,
+    /// A stale entry was held: the request went upstream to revalidate it.
+    pub revalidated: bool,
+    /// A HIT started a background refresh of its entry.
+    pub refreshing: bool,
     /// The upstream's status, when it is not a plain 200.
     pub fwd_status: Option<u16>,
     /// Why the answer was not stored or the cache was bypassed.
@@ -59,6 +67,8 @@ impl CacheStatus {
             ttl: None,
             collapsed: false,
             stored: false,
+            revalidated: false,
+            refreshing: false,
             fwd_status: None,
             detail: None,
         }
@@ -69,7 +79,9 @@ impl CacheStatus {
         let mut text = String::from("ayra-cache");
         match self.result {
             CacheResult::Hit => text.push_str("; hit"),
+            CacheResult::Miss if self.revalidated => text.push_str("; fwd=stale"),
             CacheResult::Miss => text.push_str("; fwd=miss"),
+            CacheResult::Stale => text.push_str("; fwd=stale"),
             CacheResult::Bypass => text.push_str("; fwd=bypass"),
         }
         if let Some(ttl) = self.ttl {
@@ -119,5 +131,20 @@ mod tests {
         );
         let bypass = CacheStatus::new(CacheResult::Bypass);
         assert_eq!(bypass.header_value(), "ayra-cache; fwd=bypass");
+        let stale = CacheStatus {
+            fwd_status: Some(503),
+            detail: Some("stale-if-error"),
+            ..CacheStatus::new(CacheResult::Stale)
+        };
+        assert_eq!(
+            stale.header_value(),
+            "ayra-cache; fwd=stale; fwd-status=503; detail=stale-if-error"
+        );
+        let revalidated = CacheStatus {
+            revalidated: true,
+            stored: true,
+            ..CacheStatus::new(CacheResult::Miss)
+        };
+        assert_eq!(revalidated.header_value(), "ayra-cache; fwd=stale; stored");
     }
 }

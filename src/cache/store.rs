@@ -1,12 +1,18 @@
 //! Storage: a moka cache bounded by bytes, each entry expiring at its own deadline.
+//!
+//! moka evicts an entry at its `usable_until`; reads check the entry's own
+//! instants as well, so nothing is served past its deadline even before
+//! moka's housekeeping has run.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
+use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
-use super::entry::CachedResponse;
+use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use crate::metrics::EvictionCause;
 
@@ -14,6 +20,9 @@ use crate::metrics::EvictionCause;
 #[derive(Clone)]
 pub struct Store {
     entries: moka::future::Cache<CacheKey, Arc<CachedResponse>>,
+    /// Bumped by every purge: a fetch that began before a purge must not
+    /// store its answer after it.
+    epoch: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -31,24 +40,58 @@ impl Store {
             .time_to_live(max_ttl)
             .eviction_listener(move |_key, _entry, cause| on_evict(eviction_cause(cause)))
             .build();
-        Store { entries }
+        Store {
+            entries,
+            epoch: Arc::default(),
+        }
     }
 
-    /// The entry for `key` if it is still fresh at `now`.
+    /// The entry for `key` if it may still be served at `now`, fresh or stale.
     pub async fn get(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
         self.entries
             .get(key)
             .await
-            .filter(|entry| entry.is_fresh(now))
+            .filter(|entry| entry.freshness(now) != Freshness::Dead)
     }
 
-    /// Stores (or replaces) the entry for `key`.
-    pub async fn insert(&self, key: CacheKey, entry: Arc<CachedResponse>) {
-        self.entries.insert(key, entry).await;
+    /// The purge epoch now; pass it to [`Store::insert_unless_superseded`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Stores `entry` unless a purge happened since `epoch` or the entry held
+    /// for `key` is newer: a late answer never resurrects or overwrites.
+    pub async fn insert_unless_superseded(
+        &self,
+        key: CacheKey,
+        entry: Arc<CachedResponse>,
+        epoch: u64,
+    ) -> bool {
+        let result = self
+            .entries
+            .entry(key)
+            .and_compute_with(|current| {
+                let newer_held =
+                    current.is_some_and(|held| held.value().received_at() > entry.received_at());
+                let op = if newer_held || self.epoch() != epoch {
+                    Op::Nop
+                } else {
+                    Op::Put(entry)
+                };
+                std::future::ready(op)
+            })
+            .await;
+        !matches!(result, CompResult::StillNone(_) | CompResult::Unchanged(_))
+    }
+
+    /// Drops the entry for `key`, if any.
+    pub async fn remove(&self, key: &CacheKey) {
+        self.entries.remove(key).await;
     }
 
     /// Drops every entry `drop` picks; returns how many were dropped.
     pub async fn purge_where(&self, drop: impl Fn(&CacheKey) -> bool) -> u64 {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         let mut purged = 0;
         for (key, _) in self.entries.iter() {
             if drop(&key) && self.entries.remove(&*key).await.is_some() {
@@ -93,7 +136,7 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for EntryDeadline {
         entry: &Arc<CachedResponse>,
         created_at: Instant,
     ) -> Option<Duration> {
-        Some(entry.fresh_until().saturating_duration_since(created_at))
+        Some(entry.usable_until().saturating_duration_since(created_at))
     }
 
     fn expire_after_update(
@@ -103,7 +146,7 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for EntryDeadline {
         updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(entry.fresh_until().saturating_duration_since(updated_at))
+        Some(entry.usable_until().saturating_duration_since(updated_at))
     }
 }
 
@@ -112,7 +155,7 @@ mod tests {
     use super::*;
     use crate::auth::Partition;
     use crate::cache::key::Flags;
-    use crate::cache::policy::Lifetime;
+    use crate::cache::policy::{EntryKind, Lifetime};
     use crate::route::ConversationId;
     use bytes::Bytes;
     use http::HeaderMap;
@@ -128,11 +171,39 @@ mod tests {
     fn entry(size: usize, received_at: Instant, fresh_for: Duration) -> Arc<CachedResponse> {
         let body = Bytes::from(vec![b'x'; size]);
         Arc::new(CachedResponse::new(
+            http::StatusCode::OK,
             &HeaderMap::new(),
             body,
             received_at,
-            Lifetime { fresh_for },
+            Lifetime {
+                kind: EntryKind::Complete,
+                fresh_for,
+                usable_for: fresh_for,
+                hard_in: None,
+            },
         ))
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_never_replaces_a_newer_one_nor_survives_a_purge() {
+        let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+        let t0 = Instant::now();
+        let newer = entry(10, t0 + Duration::from_secs(1), Duration::from_secs(60));
+        let older = entry(20, t0, Duration::from_secs(60));
+        let epoch = store.epoch();
+        assert!(store.insert_unless_superseded(key("a"), newer, epoch).await);
+        assert!(!store.insert_unless_superseded(key("a"), older, epoch).await);
+        assert_eq!(store.get(&key("a"), t0).await.unwrap().body().len(), 10);
+
+        let before_purge = store.epoch();
+        assert_eq!(store.purge_where(|_| true).await, 1);
+        let late = entry(30, t0 + Duration::from_secs(2), Duration::from_secs(60));
+        assert!(
+            !store
+                .insert_unless_superseded(key("a"), late, before_purge)
+                .await
+        );
+        assert!(store.get(&key("a"), t0).await.is_none());
     }
 
     #[tokio::test]
@@ -140,7 +211,11 @@ mod tests {
         let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
         let t0 = Instant::now();
         store
-            .insert(key("a"), entry(10, t0, Duration::from_secs(5)))
+            .insert_unless_superseded(
+                key("a"),
+                entry(10, t0, Duration::from_secs(5)),
+                store.epoch(),
+            )
             .await;
         assert!(store.get(&key("a"), t0).await.is_some());
         assert!(store
@@ -154,10 +229,18 @@ mod tests {
         let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
         let t0 = Instant::now();
         store
-            .insert(key("a"), entry(10, t0, Duration::from_millis(50)))
+            .insert_unless_superseded(
+                key("a"),
+                entry(10, t0, Duration::from_millis(50)),
+                store.epoch(),
+            )
             .await;
         store
-            .insert(key("a"), entry(10, t0, Duration::from_secs(60)))
+            .insert_unless_superseded(
+                key("a"),
+                entry(10, t0, Duration::from_secs(60)),
+                store.epoch(),
+            )
             .await;
         tokio::time::sleep(Duration::from_millis(120)).await;
         store.run_pending_tasks().await;
@@ -171,7 +254,11 @@ mod tests {
         for i in 0..100 {
             let id = format!("c{i}");
             store
-                .insert(key(&id), entry(10_000, t0, Duration::from_secs(60)))
+                .insert_unless_superseded(
+                    key(&id),
+                    entry(10_000, t0, Duration::from_secs(60)),
+                    store.epoch(),
+                )
                 .await;
         }
         store.run_pending_tasks().await;

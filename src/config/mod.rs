@@ -9,7 +9,7 @@ mod validate;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -107,6 +107,16 @@ pub struct CacheSettings {
     pub expiry_margin: Duration,
     /// `data.status` values that may be stored.
     pub statuses: Vec<String>,
+    /// How long past its fresh life an entry may stand in for a failing upstream.
+    pub stale_if_error: Duration,
+    /// Fraction of the fresh life, at its end, in which a HIT starts a refresh (0: off).
+    pub refresh_ahead: f64,
+    /// Micro-caching of live conversations (zero: off).
+    pub in_progress_ttl: Duration,
+    /// Micro-caching of 404 `conversation_not_found` (zero: off).
+    pub not_found_ttl: Duration,
+    /// Where the cache is written on shutdown and read at start (none: off).
+    pub snapshot_path: Option<PathBuf>,
 }
 
 /// `[auth]`: who may use the proxy when it holds the API key.

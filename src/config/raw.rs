@@ -75,6 +75,11 @@ pub(super) struct RawCache {
     pub expiry_margin: String,
     #[serde(deserialize_with = "list")]
     pub statuses: Vec<String>,
+    pub stale_if_error: String,
+    pub refresh_ahead: f64,
+    pub in_progress_ttl: String,
+    pub not_found_ttl: String,
+    pub snapshot_path: String,
 }
 
 impl Default for RawCache {
@@ -84,6 +89,11 @@ impl Default for RawCache {
             max_ttl: "1h".into(),
             expiry_margin: "60s".into(),
             statuses: vec!["completed".into()],
+            stale_if_error: "1h".into(),
+            refresh_ahead: 0.1,
+            in_progress_ttl: "0s".into(),
+            not_found_ttl: "0s".into(),
+            snapshot_path: String::new(),
         }
     }
 }

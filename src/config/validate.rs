@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderValue, Uri};
@@ -62,6 +63,13 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
             max_ttl: positive_duration("cache.max_ttl", &raw.cache.max_ttl)?,
             expiry_margin: duration("cache.expiry_margin", &raw.cache.expiry_margin)?,
             statuses: statuses(raw.cache.statuses)?,
+            stale_if_error: duration("cache.stale_if_error", &raw.cache.stale_if_error)?,
+            refresh_ahead: fraction("cache.refresh_ahead", raw.cache.refresh_ahead)?,
+            in_progress_ttl: duration("cache.in_progress_ttl", &raw.cache.in_progress_ttl)?,
+            not_found_ttl: duration("cache.not_found_ttl", &raw.cache.not_found_ttl)?,
+            snapshot_path: Some(raw.cache.snapshot_path)
+                .filter(|path| !path.trim().is_empty())
+                .map(PathBuf::from),
         },
         auth: AuthSettings {
             client_tokens_sha256: token_digests(&raw.auth.client_tokens_sha256)?,
@@ -128,6 +136,14 @@ fn positive_size(key: &str, raw: &RawSize) -> Result<u64, ConfigError> {
         return Err(ConfigError::invalid(key, "must be larger than zero"));
     }
     Ok(bytes)
+}
+
+fn fraction(key: &str, value: f64) -> Result<f64, ConfigError> {
+    if (0.0..1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::invalid(key, "must be at least 0 and below 1"))
+    }
 }
 
 fn at_least_one(key: &str, value: usize) -> Result<usize, ConfigError> {
@@ -254,6 +270,11 @@ mod tests {
         assert_eq!(s.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.log.summary_interval, Some(Duration::from_secs(60)));
+        assert_eq!(s.cache.stale_if_error, Duration::from_secs(3600));
+        assert!((s.cache.refresh_ahead - 0.1).abs() < f64::EPSILON);
+        assert_eq!(s.cache.in_progress_ttl, Duration::ZERO);
+        assert_eq!(s.cache.not_found_ttl, Duration::ZERO);
+        assert!(s.cache.snapshot_path.is_none());
         assert!(s.server.admin_listen.is_none());
         assert!(s.admin.token_sha256.is_none());
         assert!(s.upstream.api_key.is_none());
@@ -292,6 +313,16 @@ mod tests {
                 "[log]\nsummary_interval = \"often\"\n",
                 "log.summary_interval",
             ),
+            ("[cache]\nrefresh_ahead = 1.5\n", "cache.refresh_ahead"),
+            (
+                "[cache]\nstale_if_error = \"-1s\"\n",
+                "cache.stale_if_error",
+            ),
+            (
+                "[cache]\nin_progress_ttl = \"x\"\n",
+                "cache.in_progress_ttl",
+            ),
+            ("[cache]\nnot_found_ttl = \"5\"\n", "cache.not_found_ttl"),
         ];
         for (toml, key) in cases {
             assert_eq!(key_of(load(toml, &[]).unwrap_err()), key, "{toml}");

@@ -130,6 +130,19 @@ impl StandIn {
         self.control(self.http.put(url).json(&settings)).await;
     }
 
+    /// Starts an outage: every conversation answers by `knobs` (e.g.
+    /// `{"fail_status": 503}`) until [`StandIn::end_outage`].
+    pub async fn start_outage(&self, knobs: serde_json::Value) {
+        let url = format!("{}/_standin/outage", self.base_url);
+        self.control(self.http.put(url).json(&knobs)).await;
+    }
+
+    /// Ends the outage: each conversation answers by its own knobs again.
+    pub async fn end_outage(&self) {
+        let url = format!("{}/_standin/outage", self.base_url);
+        self.control(self.http.delete(url)).await;
+    }
+
     /// Forgets all knobs, counters and logged requests, and the skew.
     pub async fn reset(&self) {
         let url = format!("{}/_standin/reset", self.base_url);

@@ -1,4 +1,4 @@
-//! The control API under `/_standin/`: knobs, clock, stats and reset (not counted as API traffic).
+//! The control API under `/_standin/`: knobs, outage, clock, stats and reset (not counted as API traffic).
 
 use serde::Deserialize;
 
@@ -25,9 +25,21 @@ pub fn respond(state: &State, request: &Request, control_path: &str) -> Response
             Response::empty(204)
         }
         ("PUT", "clock") => set_clock(state, request),
+        ("PUT", "outage") => match Knobs::from_json(&request.body) {
+            Ok(knobs) => {
+                state.conversations.set_outage(Some(knobs));
+                Response::empty(204)
+            }
+            Err(message) => Response::bad_request(&message),
+        },
+        ("DELETE", "outage") => {
+            state.conversations.set_outage(None);
+            Response::empty(204)
+        }
         (_, "stats") => method_not_allowed("GET"),
         (_, "reset") => method_not_allowed("POST"),
         (_, "clock") => method_not_allowed("PUT"),
+        (_, "outage") => method_not_allowed("PUT, DELETE"),
         _ => match conversation_id(control_path) {
             Some(id) => conversation_knobs(state, request, id),
             None => Response::no_route(method, &request.path),

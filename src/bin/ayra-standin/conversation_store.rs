@@ -30,6 +30,8 @@ struct CachedTemplates {
 #[derive(Debug, Default)]
 struct Inner {
     knobs: HashMap<String, Arc<Knobs>>,
+    /// Knobs that override every conversation's while set (an outage).
+    outage: Option<Arc<Knobs>>,
     /// Bumped by every knob change; templates of older generations are stale.
     generation: u64,
     templates: HashMap<String, CachedTemplates>,
@@ -56,16 +58,28 @@ impl ConversationStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The knobs in force for `id`.
+    /// The knobs in force for `id`: the outage's while there is one.
     pub fn knobs(&self, id: &str) -> KnobsSnapshot {
         let inner = self.lock();
-        KnobsSnapshot {
-            knobs: inner
+        let knobs = match &inner.outage {
+            Some(outage) => Arc::clone(outage),
+            None => inner
                 .knobs
                 .get(id)
                 .map_or_else(|| Arc::clone(&self.default_knobs), Arc::clone),
+        };
+        KnobsSnapshot {
+            knobs,
             generation: inner.generation,
         }
+    }
+
+    /// Starts (`Some`) or ends (`None`) an outage: while it lasts, every
+    /// conversation answers by these knobs.
+    pub fn set_outage(&self, knobs: Option<Knobs>) {
+        let mut inner = self.lock();
+        inner.outage = knobs.map(Arc::new);
+        inner.generation += 1;
     }
 
     /// Replaces the knobs of `id`.
@@ -86,6 +100,7 @@ impl ConversationStore {
     pub fn clear_all(&self) {
         let mut inner = self.lock();
         inner.knobs.clear();
+        inner.outage = None;
         inner.templates.clear();
         inner.generation += 1;
     }

@@ -11,6 +11,9 @@ fn policy() -> StorePolicy {
         max_ttl: HOUR,
         expiry_margin: Duration::from_secs(60),
         statuses: vec!["completed".into()],
+        stale_if_error: HOUR,
+        in_progress_ttl: Duration::ZERO,
+        not_found_ttl: Duration::ZERO,
     }
 }
 
@@ -255,4 +258,133 @@ fn unreadable_bodies_are_refused() {
     ] {
         assert_eq!(decide(bad), Err(NoStoreReason::UnreadableBody), "{bad:?}");
     }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn without_a_url_an_entry_is_fresh_for_max_ttl_and_usable_for_stale_if_error_more() {
+    let body = json!({"data": {"status": "completed", "recording": null, "analytics": {}}});
+    let lifetime = decide(body.to_string().as_bytes()).unwrap();
+    assert_eq!(lifetime.kind, EntryKind::Complete);
+    assert_eq!(lifetime.fresh_for, HOUR);
+    assert_eq!(lifetime.usable_for, HOUR * 2);
+    assert_eq!(lifetime.hard_in, None);
+}
+
+#[test]
+fn a_short_max_ttl_leaves_stale_life_up_to_the_url_deadline() {
+    let mut short = policy();
+    short.max_ttl = secs(600);
+    // The URL lives 2 h: hard at 2 h - 60 s; fresh 10 min; usable 10 min + 1 h.
+    let lifetime = decide_with(&short, &HeaderMap::new(), &expiring_in(7200)).unwrap();
+    assert_eq!(lifetime.hard_in, Some(secs(7140)));
+    assert_eq!(lifetime.fresh_for, secs(600));
+    assert_eq!(lifetime.usable_for, secs(4200));
+    // The URL lives 30 min: stale life stops at its deadline.
+    let lifetime = decide_with(&short, &HeaderMap::new(), &expiring_in(1800)).unwrap();
+    assert_eq!(lifetime.hard_in, Some(secs(1740)));
+    assert_eq!(lifetime.usable_for, secs(1740));
+}
+
+#[test]
+fn a_url_shorter_than_max_ttl_ends_fresh_and_usable_life_at_once() {
+    let lifetime = decide(&expiring_in(1200)).unwrap();
+    assert_eq!(lifetime.hard_in, Some(secs(1140)));
+    assert_eq!(lifetime.fresh_for, secs(1140));
+    assert_eq!(lifetime.usable_for, secs(1140));
+}
+
+#[test]
+fn stale_if_error_zero_means_no_stale_life() {
+    let mut strict = policy();
+    strict.stale_if_error = Duration::ZERO;
+    strict.max_ttl = secs(600);
+    let lifetime = decide_with(&strict, &HeaderMap::new(), &expiring_in(7200)).unwrap();
+    assert_eq!(lifetime.fresh_for, secs(600));
+    assert_eq!(lifetime.usable_for, secs(600));
+}
+
+#[test]
+fn a_skewed_date_moves_the_hard_deadline_with_the_signer() {
+    let upstream_now = now() - secs(3600);
+    let expires = body("completed", json!(rfc3339(upstream_now + secs(1800))));
+    let lifetime = decide_with(&policy(), &with_date(upstream_now), &expires).unwrap();
+    assert_eq!(lifetime.hard_in, Some(secs(1800 - 60 - 1)));
+}
+
+fn micro() -> StorePolicy {
+    StorePolicy {
+        in_progress_ttl: secs(2),
+        not_found_ttl: secs(5),
+        ..policy()
+    }
+}
+
+#[test]
+fn live_answers_are_micro_cached_only_when_asked_for() {
+    let live = body("in_progress", json!(rfc3339(now() + HOUR)));
+    let lifetime = decide_with(&micro(), &HeaderMap::new(), &live).unwrap();
+    assert_eq!(lifetime.kind, EntryKind::Provisional);
+    assert_eq!(
+        (lifetime.fresh_for, lifetime.usable_for),
+        (secs(2), secs(2))
+    );
+    let pending = json!({"data": {"status": "completed", "analytics": null}}).to_string();
+    let lifetime = decide_with(&micro(), &HeaderMap::new(), pending.as_bytes()).unwrap();
+    assert_eq!(lifetime.kind, EntryKind::Provisional);
+    assert_eq!(decide(&live), Err(NoStoreReason::InProgress));
+}
+
+#[test]
+fn a_micro_cached_answer_never_outlives_its_url() {
+    let mut long = micro();
+    long.in_progress_ttl = secs(600);
+    let live = body("in_progress", json!(rfc3339(now() + secs(90))));
+    let lifetime = decide_with(&long, &HeaderMap::new(), &live).unwrap();
+    assert_eq!(lifetime.fresh_for, secs(30));
+    assert_eq!(lifetime.usable_for, secs(30));
+    let dead = body("in_progress", json!(rfc3339(now() + secs(30))));
+    assert_eq!(
+        decide_with(&long, &HeaderMap::new(), &dead),
+        Err(NoStoreReason::LifetimeTooShort)
+    );
+}
+
+fn not_found(
+    policy: &StorePolicy,
+    body: &serde_json::Value,
+    headers: &HeaderMap,
+) -> Result<Lifetime, NoStoreReason> {
+    policy.decide(&Answer {
+        status: StatusCode::NOT_FOUND,
+        headers,
+        body: body.to_string().as_bytes(),
+        flags: Flags::default(),
+        received: now(),
+    })
+}
+
+#[test]
+fn a_missing_conversation_is_remembered_only_when_asked_for() {
+    let missing =
+        json!({"error": {"type": "not_found", "code": "conversation_not_found", "message": "x"}});
+    let lifetime = not_found(&micro(), &missing, &HeaderMap::new()).unwrap();
+    assert_eq!(lifetime.kind, EntryKind::NotFound);
+    assert_eq!(
+        (lifetime.fresh_for, lifetime.usable_for),
+        (secs(5), secs(5))
+    );
+    let refused = Err(NoStoreReason::Status(StatusCode::NOT_FOUND));
+    assert_eq!(not_found(&policy(), &missing, &HeaderMap::new()), refused);
+    let other = json!({"error": {"type": "not_found", "code": "route_not_found"}});
+    assert_eq!(not_found(&micro(), &other, &HeaderMap::new()), refused);
+    let mut no_store = HeaderMap::new();
+    no_store.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    assert_eq!(
+        not_found(&micro(), &missing, &no_store),
+        Err(NoStoreReason::NoStore)
+    );
 }
