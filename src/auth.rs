@@ -26,6 +26,11 @@ impl Fingerprint {
         Fingerprint(Sha256::digest(bytes).into())
     }
 
+    /// The digest itself (for the snapshot file; never the credential).
+    pub fn digest(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// A fingerprint from a configured SHA-256 digest.
     pub fn from_digest(digest: [u8; 32]) -> Fingerprint {
         Fingerprint(digest)

@@ -64,6 +64,18 @@ impl CachedResponse {
             .typed_get::<Age>()
             .map(|age| Duration::from_secs(age.as_secs()))
             .unwrap_or_default();
+        CachedResponse::restore(status, headers, body, received_at, upstream_age, lifetime)
+    }
+
+    /// An entry from its parts, as [`CachedResponse::new`] made them.
+    pub fn restore(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        received_at: Instant,
+        upstream_age: Duration,
+        lifetime: Lifetime,
+    ) -> CachedResponse {
         CachedResponse {
             status,
             kind: lifetime.kind,

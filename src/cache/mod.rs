@@ -10,10 +10,12 @@ pub mod entry;
 mod flight;
 pub mod key;
 pub mod policy;
+mod snapshot;
 pub mod status;
 mod store;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +30,7 @@ use flight::FlightCrew;
 pub use flight::{Failure, FetchOutcome, Purpose};
 use key::CacheKey;
 use policy::StorePolicy;
+pub use snapshot::SnapshotError;
 use store::Store;
 
 /// How much the cache holds.
@@ -123,6 +126,45 @@ impl Cache {
     /// Drops every entry; returns how many.
     pub async fn purge_all(&self) -> u64 {
         self.crew.store.purge_where(|_| true).await
+    }
+
+    /// Writes every usable entry to `path`, giving up at `deadline`; returns
+    /// how many were written.
+    pub async fn save_snapshot(
+        &self,
+        path: &Path,
+        deadline: Instant,
+    ) -> Result<u64, SnapshotError> {
+        let entries = self.crew.store.all();
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || snapshot::write(&path, entries.into_iter(), deadline))
+            .await
+            .map_err(|_| SnapshotError::Damaged("the snapshot writer panicked"))?
+    }
+
+    /// Loads the snapshot at `path` and removes the file (a snapshot is used
+    /// once). Returns (loaded, skipped as expired). On any error nothing is
+    /// loaded.
+    pub async fn load_snapshot(&self, path: &Path) -> Result<(u64, u64), SnapshotError> {
+        let owned = path.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut entries = Vec::new();
+            let counts = snapshot::read(&owned, |key, entry| entries.push((key, entry)));
+            counts.map(|counts| (counts, entries))
+        })
+        .await
+        .map_err(|_| SnapshotError::Damaged("the snapshot reader panicked"))?;
+        if !matches!(&read, Err(SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound) {
+            let _ = std::fs::remove_file(path);
+        }
+        let (counts, entries) = read?;
+        let store = &self.crew.store;
+        for (key, entry) in entries {
+            store
+                .insert_unless_superseded(key, Arc::new(entry), store.epoch())
+                .await;
+        }
+        Ok(counts)
     }
 
     /// Entries and bytes held, after moka's pending housekeeping has run.

@@ -84,6 +84,14 @@ impl Store {
         !matches!(result, CompResult::StillNone(_) | CompResult::Unchanged(_))
     }
 
+    /// Every entry held now (a moment's view; entries may come and go meanwhile).
+    pub fn all(&self) -> Vec<(CacheKey, Arc<CachedResponse>)> {
+        self.entries
+            .iter()
+            .map(|(key, entry)| ((*key).clone(), entry))
+            .collect()
+    }
+
     /// Drops the entry for `key`, if any.
     pub async fn remove(&self, key: &CacheKey) {
         self.entries.remove(key).await;

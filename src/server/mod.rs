@@ -10,8 +10,9 @@ mod connection;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::admin::AdminState;
+use crate::cache::SnapshotError;
 use crate::config::Settings;
 use crate::handler::AppState;
 use crate::summary;
@@ -54,10 +56,14 @@ impl App {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let state = Arc::new(AppState::new(&settings));
+        if let Some(path) = &settings.cache.snapshot_path {
+            warm_start(&state, path).await;
+        }
         Ok(App {
             listener,
             admin_listener,
-            state: Arc::new(AppState::new(&settings)),
+            state,
             settings,
         })
     }
@@ -101,17 +107,55 @@ impl App {
             tokio::spawn(summary::run(Arc::clone(&state), interval, stop));
         }
         shutdown.await;
+        let deadline = Instant::now() + server.shutdown_grace;
         tracing::info!(grace = ?server.shutdown_grace, "shutting down: draining connections");
         let _ = stop_tx.send(true);
         for accept_loop in loops {
             let _ = accept_loop.await;
         }
         drop(drained_tx);
-        let drained = tokio::time::timeout(server.shutdown_grace, drained_rx.recv()).await;
+        let drained = tokio::time::timeout_at(deadline.into(), drained_rx.recv()).await;
         if drained.is_err() {
             tracing::warn!("shutdown grace elapsed with requests still open");
         }
+        if let Some(path) = &settings.cache.snapshot_path {
+            save_snapshot(&state, path, deadline).await;
+        }
         Ok(())
+    }
+}
+
+/// Loads the snapshot, if there is one; any problem is a logged cold start.
+async fn warm_start(state: &AppState, path: &Path) {
+    let started = Instant::now();
+    match state.cache.load_snapshot(path).await {
+        Ok((loaded, skipped)) => tracing::info!(
+            path = %path.display(),
+            loaded,
+            skipped,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot loaded: warm start"
+        ),
+        Err(SnapshotError::Io(error)) if error.kind() == io::ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no snapshot: cold start");
+        }
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "snapshot unusable: cold start");
+        }
+    }
+}
+
+/// Writes the snapshot within what is left of the shutdown grace.
+async fn save_snapshot(state: &AppState, path: &Path, deadline: Instant) {
+    let started = Instant::now();
+    match state.cache.save_snapshot(path, deadline).await {
+        Ok(written) => tracing::info!(
+            path = %path.display(),
+            written,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        ),
+        Err(error) => tracing::warn!(path = %path.display(), %error, "snapshot not written"),
     }
 }
 

@@ -67,7 +67,7 @@ fn a_bad_config_exits_2_naming_the_key() {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -76,9 +76,9 @@ fn free_port() -> u16 {
 }
 
 /// The binary, running; killed when dropped.
-struct Running {
-    child: std::process::Child,
-    addr: SocketAddr,
+pub struct Running {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
 }
 
 impl Drop for Running {
@@ -88,7 +88,7 @@ impl Drop for Running {
     }
 }
 
-async fn start(config: &Path, env: &[(&str, &str)], addr: SocketAddr) -> Running {
+pub async fn start(config: &Path, env: &[(&str, &str)], addr: SocketAddr) -> Running {
     let child = Command::new(BINARY)
         .arg("--config")
         .arg(config)
@@ -108,7 +108,7 @@ async fn start(config: &Path, env: &[(&str, &str)], addr: SocketAddr) -> Running
     panic!("ayra-cache did not start listening on {addr}");
 }
 
-fn sigterm(child: &std::process::Child) {
+pub fn sigterm(child: &std::process::Child) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
@@ -209,7 +209,7 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+pub fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {

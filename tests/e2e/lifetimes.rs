@@ -1,0 +1,350 @@
+//! SPEC section 8: stale-if-error, refresh-ahead and micro-caching, against the stand-in.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::app::{spawn_app, TestApp};
+use crate::cached_route::{header, TOKEN};
+use crate::standin::StandIn;
+
+/// What a read returned: status, `x-cache`, `cache-status`, and the stand-in serial if any.
+struct Read {
+    status: u16,
+    cache: String,
+    cache_status: String,
+    age: Option<u64>,
+    serial: Option<u64>,
+}
+
+async fn read(app: &TestApp, path: &str, token: &str) -> Read {
+    let response = app.get(path, Some(token)).await;
+    let status = response.status().as_u16();
+    let cache = header(&response, "x-cache");
+    let cache_status = header(&response, "cache-status");
+    let age = header(&response, "age").parse().ok();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let serial = body["data"]["integrations"]["standin_serial"].as_u64();
+    Read {
+        status,
+        cache,
+        cache_status,
+        age,
+        serial,
+    }
+}
+
+fn sleep(ms: u64) -> tokio::time::Sleep {
+    tokio::time::sleep(Duration::from_millis(ms))
+}
+
+/// A stand-in whose `conv_s` has no recording (no URL deadline), and a proxy
+/// whose entries are fresh for `fresh` and usable for an hour more.
+async fn stale_pair(fresh: &str, extra: &[(&str, &str)]) -> (StandIn, TestApp) {
+    let standin = StandIn::spawn().await;
+    standin.set("conv_s", json!({"recording": false})).await;
+    let fresh = format!("\"{fresh}\"");
+    let mut keys = vec![
+        ("cache.max_ttl", fresh.as_str()),
+        ("cache.stale_if_error", "\"1h\""),
+        ("cache.refresh_ahead", "0"),
+        ("upstream.timeout", "\"300ms\""),
+    ];
+    keys.extend_from_slice(extra);
+    let app = spawn_app(&standin, &keys).await;
+    (standin, app)
+}
+
+#[tokio::test]
+async fn a_failing_upstream_gets_the_stale_entry_instead() {
+    let (standin, app) = stale_pair("300ms", &[]).await;
+    let path = "/v1/conversations/conv_s";
+    let first = read(&app, path, TOKEN).await;
+    assert_eq!(first.cache, "MISS");
+    sleep(400).await;
+    let failures = [
+        (
+            json!({"fail_status": 503}),
+            "ayra-cache; fwd=stale; fwd-status=503; detail=stale-if-error",
+        ),
+        (
+            json!({"fail_status": 429}),
+            "ayra-cache; fwd=stale; fwd-status=429; detail=stale-if-error",
+        ),
+        (
+            json!({"fault": "close_without_response"}),
+            "ayra-cache; fwd=stale; detail=stale-if-error",
+        ),
+        (
+            json!({"delay_ms": 1000}),
+            "ayra-cache; fwd=stale; detail=stale-if-error",
+        ),
+    ];
+    for (outage, expected) in failures {
+        standin.start_outage(outage.clone()).await;
+        let stale = read(&app, path, TOKEN).await;
+        assert_eq!(stale.status, 200, "{outage}");
+        assert_eq!(stale.cache, "STALE", "{outage}");
+        assert_eq!(stale.cache_status, expected);
+        assert_eq!(stale.serial, first.serial, "the stored body");
+        assert!(stale.age.is_some());
+    }
+    assert_eq!(
+        standin.requests_for("conv_s").await,
+        5,
+        "each stale read went upstream"
+    );
+    standin.end_outage().await;
+    let fresh = read(&app, path, TOKEN).await;
+    assert_eq!(fresh.cache, "MISS");
+    assert_eq!(fresh.cache_status, "ayra-cache; fwd=stale; stored");
+    assert_ne!(
+        fresh.serial, first.serial,
+        "a storable answer replaced the entry"
+    );
+    let hit = read(&app, path, TOKEN).await;
+    assert_eq!(hit.cache, "HIT");
+    assert_eq!(hit.serial, fresh.serial);
+}
+
+#[tokio::test]
+async fn readers_of_a_stale_entry_share_one_revalidation() {
+    let (standin, app) = stale_pair("200ms", &[]).await;
+    let path = "/v1/conversations/conv_s";
+    read(&app, path, TOKEN).await;
+    sleep(300).await;
+    standin
+        .start_outage(json!({"fail_status": 500, "delay_ms": 150}))
+        .await;
+    let reads = (0..20).map(|_| read(&app, path, TOKEN));
+    let reads = futures::future::join_all(reads).await;
+    assert!(reads.iter().all(|r| r.cache == "STALE" && r.status == 200));
+    assert_eq!(standin.requests_for("conv_s").await, 2);
+}
+
+#[tokio::test]
+async fn nothing_is_served_at_or_past_the_url_deadline() {
+    let standin = StandIn::spawn().await;
+    // The URL lives 2.5 s; less the 0.5 s margin and the Date's second, the
+    // entry's hard deadline is 1 to 2 s after receipt.
+    standin
+        .set("conv_d", json!({"recording_ttl_ms": 2500}))
+        .await;
+    let app = spawn_app(
+        &standin,
+        &[
+            ("cache.max_ttl", "\"300ms\""),
+            ("cache.expiry_margin", "\"500ms\""),
+            ("cache.stale_if_error", "\"1h\""),
+            ("cache.refresh_ahead", "0"),
+        ],
+    )
+    .await;
+    let path = "/v1/conversations/conv_d";
+    assert_eq!(read(&app, path, TOKEN).await.cache, "MISS");
+    sleep(400).await;
+    standin.start_outage(json!({"fail_status": 503})).await;
+    assert_eq!(read(&app, path, TOKEN).await.cache, "STALE");
+    sleep(1800).await;
+    let past = read(&app, path, TOKEN).await;
+    assert_eq!(past.status, 503, "the dead entry is not served");
+    assert_eq!(past.cache, "MISS");
+    assert_eq!(
+        past.cache_status,
+        "ayra-cache; fwd=miss; fwd-status=503; detail=status"
+    );
+}
+
+async fn admin_stats_entries(app: &TestApp) -> u64 {
+    let url = app.admin_url("/metrics");
+    let text = app
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("ayra_cache_entries "))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_404_drops_the_credentials_entries_and_a_403_drops_the_entry() {
+    let (standin, app) = stale_pair("200ms", &[("server.admin_listen", "\"127.0.0.1:0\"")]).await;
+    let plain = "/v1/conversations/conv_s";
+    let variant = "/v1/conversations/conv_s?include_transcript=false";
+    for (path, token) in [
+        (plain, "key_a"),
+        (variant, "key_a"),
+        (plain, "key_b"),
+        (variant, "key_b"),
+    ] {
+        assert_eq!(read(&app, path, token).await.cache, "MISS");
+    }
+    assert_eq!(admin_stats_entries(&app).await, 4);
+    sleep(300).await;
+
+    standin
+        .set(
+            "conv_s",
+            json!({"recording": false, "forbidden_tokens": ["key_b"]}),
+        )
+        .await;
+    let refused = read(&app, plain, "key_b").await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.cache_status,
+        "ayra-cache; fwd=stale; fwd-status=403; detail=status"
+    );
+    assert_eq!(
+        admin_stats_entries(&app).await,
+        3,
+        "only key_b's plain entry went"
+    );
+
+    standin.set("conv_s", json!({"exists": false})).await;
+    let gone = read(&app, plain, "key_a").await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(
+        admin_stats_entries(&app).await,
+        1,
+        "both of key_a's entries went"
+    );
+    // key_b's variant is still held: in an outage it still stands in.
+    standin.start_outage(json!({"fail_status": 502})).await;
+    assert_eq!(read(&app, variant, "key_b").await.cache, "STALE");
+}
+
+#[tokio::test]
+async fn a_steady_reader_never_sees_a_second_miss() {
+    let standin = StandIn::spawn().await;
+    standin.set("conv_r", json!({"recording": false})).await;
+    let app = spawn_app(
+        &standin,
+        &[("cache.max_ttl", "\"1s\""), ("cache.refresh_ahead", "0.5")],
+    )
+    .await;
+    let path = "/v1/conversations/conv_r";
+    let mut misses = 0;
+    let mut serials = Vec::new();
+    // 70 reads over at least 3.5 s: more than three lifetimes of 1 s. A
+    // refresh starts in the last half of each and has 500 ms to land.
+    for _ in 0..70 {
+        let r = read(&app, path, TOKEN).await;
+        assert_eq!(r.status, 200);
+        misses += usize::from(r.cache != "HIT");
+        serials.push(r.serial.unwrap());
+        sleep(50).await;
+    }
+    assert_eq!(misses, 1, "only the first read missed");
+    let calls = standin.requests_for("conv_r").await;
+    serials.dedup();
+    assert_eq!(serials.len() as u64, calls, "each refresh was served");
+    assert!(
+        (4..=10).contains(&calls),
+        "{calls} upstream calls for ~3.5 lifetimes"
+    );
+    // The refresh carried the credential of the request that found the entry.
+    let seen = standin.stats().await.requests;
+    assert!(seen
+        .iter()
+        .all(|r| r.header("authorization") == Some("Bearer sk_test_alpha")));
+}
+
+#[tokio::test]
+async fn one_refresh_per_key_and_a_failed_refresh_leaves_the_entry() {
+    let standin = StandIn::spawn().await;
+    standin.set("conv_r", json!({"recording": false})).await;
+    let app = spawn_app(
+        &standin,
+        &[("cache.max_ttl", "\"1s\""), ("cache.refresh_ahead", "0.5")],
+    )
+    .await;
+    let path = "/v1/conversations/conv_r";
+    let first = read(&app, path, TOKEN).await;
+    sleep(600).await;
+    standin
+        .start_outage(json!({"fail_status": 500, "delay_ms": 200}))
+        .await;
+    let burst = futures::future::join_all((0..20).map(|_| read(&app, path, TOKEN))).await;
+    assert!(burst
+        .iter()
+        .all(|r| r.cache == "HIT" && r.serial == first.serial));
+    let started = burst
+        .iter()
+        .filter(|r| r.cache_status.starts_with("ayra-cache; hit"))
+        .count();
+    assert_eq!(started, 20);
+    sleep(300).await;
+    assert_eq!(
+        standin.requests_for("conv_r").await,
+        2,
+        "one refresh for 20 hits"
+    );
+    let after = read(&app, path, TOKEN).await;
+    assert_eq!(after.cache, "HIT");
+    assert_eq!(
+        after.serial, first.serial,
+        "the failed refresh left the entry"
+    );
+}
+
+#[tokio::test]
+async fn live_conversations_are_micro_cached_per_credential_and_never_stale() {
+    let standin = StandIn::spawn().await;
+    standin
+        .set("conv_live", json!({"status": "in_progress"}))
+        .await;
+    let app = spawn_app(
+        &standin,
+        &[
+            ("cache.in_progress_ttl", "\"500ms\""),
+            ("cache.stale_if_error", "\"1h\""),
+        ],
+    )
+    .await;
+    let path = "/v1/conversations/conv_live";
+    let first = read(&app, path, TOKEN).await;
+    assert_eq!(first.cache_status, "ayra-cache; fwd=miss; stored");
+    let hit = read(&app, path, TOKEN).await;
+    assert_eq!(hit.cache, "HIT");
+    assert_eq!(hit.serial, first.serial);
+    assert_eq!(read(&app, path, "another_key").await.cache, "MISS");
+    sleep(600).await;
+    standin.start_outage(json!({"fail_status": 503})).await;
+    let after = read(&app, path, TOKEN).await;
+    assert_eq!(after.status, 503, "a micro-cached answer never stands in");
+    assert_eq!(after.cache, "MISS");
+    assert_eq!(standin.requests_for("conv_live").await, 3);
+}
+
+#[tokio::test]
+async fn a_missing_conversation_is_remembered_per_credential() {
+    let standin = StandIn::spawn().await;
+    standin.set("conv_gone", json!({"exists": false})).await;
+    let app = spawn_app(&standin, &[("cache.not_found_ttl", "\"500ms\"")]).await;
+    let path = "/v1/conversations/conv_gone";
+    let first = app.get(path, Some(TOKEN)).await;
+    assert_eq!(first.status(), 404);
+    assert_eq!(
+        header(&first, "cache-status"),
+        "ayra-cache; fwd=miss; fwd-status=404; stored"
+    );
+    let hit = app.get(path, Some(TOKEN)).await;
+    assert_eq!(hit.status(), 404);
+    assert_eq!(header(&hit, "x-cache"), "HIT");
+    assert!(header(&hit, "age").parse::<u64>().is_ok());
+    let body: Value = hit.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conversation_not_found");
+    assert_eq!(
+        header(&app.get(path, Some("another_key")).await, "x-cache"),
+        "MISS"
+    );
+    sleep(600).await;
+    assert_eq!(header(&app.get(path, Some(TOKEN)).await, "x-cache"), "MISS");
+    assert_eq!(standin.requests_for("conv_gone").await, 3);
+}
