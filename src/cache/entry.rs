@@ -64,6 +64,9 @@ impl CachedResponse {
             .typed_get::<Age>()
             .map(|age| Duration::from_secs(age.as_secs()))
             .unwrap_or_default();
+        // The body may be a slice of a larger read buffer: keep an exact copy,
+        // so what the weigher counts is what the entry holds.
+        let body = Bytes::copy_from_slice(&body);
         CachedResponse::restore(status, headers, body, received_at, upstream_age, lifetime)
     }
 
