@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::auth::Credential;
 use crate::cache::coalesce::Role;
+use crate::cache::encoding::{negotiate, Encoding};
 use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey};
+use crate::cache::representation::not_modified;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::{Failure, FetchOutcome};
 use crate::error::{ProxyError, UpstreamError};
@@ -40,7 +42,12 @@ pub async fn serve(
             return passthrough::forward(state, request, &credential, record).await;
         }
     };
-    drop(request);
+    // The body of a read is never used; the headers pick the representation.
+    let (request, _) = request.into_parts();
+    let client = Client {
+        headers: &request.headers,
+        encodings: state.cache.encodings(),
+    };
     let key = CacheKey {
         partition: credential.partition,
         id,
@@ -51,7 +58,7 @@ pub async fn serve(
             && state
                 .cache
                 .refresh(key.clone(), fetcher(&state.upstream, &key, &credential));
-        return Ok(hit(&entry, record, refreshing));
+        return Ok(hit(&entry, &client, record, refreshing));
     }
     let (outcome, role) = state
         .cache
@@ -66,8 +73,8 @@ pub async fn serve(
         ..CacheStatus::new(CacheResult::Miss)
     };
     match outcome {
-        FetchOutcome::Cached(entry) => Ok(hit(&entry, record, false)),
-        FetchOutcome::Stale { entry, failure } => stale(&entry, failure, status, record),
+        FetchOutcome::Cached(entry) => Ok(hit(&entry, &client, record, false)),
+        FetchOutcome::Stale { entry, failure } => stale(&entry, &client, failure, status, record),
         FetchOutcome::Failed(error) => failed(error, status, record),
         FetchOutcome::Answered {
             response,
@@ -76,14 +83,101 @@ pub async fn serve(
         } => {
             record.cache = Some(CacheStatus {
                 stored: stored.is_ok(),
-                detail: stored.err().map(|reason| reason.as_str()),
+                detail: stored.as_ref().err().map(|reason| reason.as_str()),
                 revalidated,
                 ..answered(status, &response)
             });
             record.upstream = Some(response.elapsed);
-            Ok(forwarded(&response))
+            Ok(match stored {
+                Ok(entry) => client.stored_miss(&entry, &response),
+                Err(_) => forwarded(&response),
+            })
         }
     }
+}
+
+/// What the client's request says about the representation it wants.
+struct Client<'a> {
+    headers: &'a HeaderMap,
+    /// The codings the proxy offers.
+    encodings: &'a [Encoding],
+}
+
+impl Client<'_> {
+    /// The entry as this client should get it: in the coding it prefers if
+    /// that variant is ready, or a 304 if it already holds that representation.
+    fn response(&self, entry: &CachedResponse, now: Instant) -> Response<Full<Bytes>> {
+        let variant = entry
+            .compressible()
+            .then(|| negotiate(self.accept_encoding(), self.encodings))
+            .flatten()
+            .and_then(|encoding| entry.variant(encoding));
+        let (body, etag) = match variant {
+            Some(variant) => (variant.body(), Some(variant.etag())),
+            None => (entry.body(), entry.etag()),
+        };
+        let mut response = match etag.filter(|etag| not_modified(self.headers, etag)) {
+            Some(etag) => not_modified_response(etag),
+            None => {
+                let mut response = Response::new(Full::new(body.clone()));
+                *response.status_mut() = entry.status();
+                response.headers_mut().clone_from(entry.headers());
+                if let Some(variant) = variant {
+                    let headers = response.headers_mut();
+                    headers.insert(header::ETAG, variant.etag().clone());
+                    headers.insert(
+                        header::CONTENT_ENCODING,
+                        HeaderValue::from_static(variant.encoding().as_str()),
+                    );
+                }
+                response
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
+        if entry.compressible() && !self.encodings.is_empty() {
+            headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        response
+    }
+
+    /// The answer that was just stored: as the upstream sent it, with the
+    /// entry's ETag, or a 304 when the client already holds it.
+    fn stored_miss(
+        &self,
+        entry: &CachedResponse,
+        upstream: &UpstreamResponse,
+    ) -> Response<Full<Bytes>> {
+        let Some(etag) = entry.etag() else {
+            return forwarded(upstream);
+        };
+        let mut response = if not_modified(self.headers, etag) {
+            not_modified_response(etag)
+        } else {
+            let mut response = forwarded(upstream);
+            response.headers_mut().insert(header::ETAG, etag.clone());
+            response
+        };
+        if entry.compressible() && !self.encodings.is_empty() {
+            response
+                .headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        response
+    }
+
+    fn accept_encoding(&self) -> Option<&str> {
+        self.headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|value| value.to_str().ok())
+    }
+}
+
+fn not_modified_response(etag: &HeaderValue) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    response.headers_mut().insert(header::ETAG, etag.clone());
+    response
 }
 
 /// The upstream call for `key` (lazy: nothing happens until it is polled),
@@ -106,6 +200,7 @@ fn fetcher(
 /// A HIT, built from the entry's prebuilt parts plus `age`.
 fn hit(
     entry: &CachedResponse,
+    client: &Client<'_>,
     record: &mut AccessRecord,
     refreshing: bool,
 ) -> Response<Full<Bytes>> {
@@ -115,12 +210,13 @@ fn hit(
         refreshing,
         ..CacheStatus::new(CacheResult::Hit)
     });
-    from_entry(entry, now)
+    client.response(entry, now)
 }
 
 /// A stale entry standing in for a failing upstream, unless it died meanwhile.
 fn stale(
     entry: &CachedResponse,
+    client: &Client<'_>,
     failure: Failure,
     status: CacheStatus,
     record: &mut AccessRecord,
@@ -145,7 +241,7 @@ fn stale(
         detail: Some("stale-if-error"),
         ..status
     });
-    Ok(from_entry(entry, now))
+    Ok(client.response(entry, now))
 }
 
 fn failed(
@@ -166,15 +262,6 @@ fn answered(status: CacheStatus, response: &UpstreamResponse) -> CacheStatus {
         fwd_status: (response.status != StatusCode::OK).then_some(response.status.as_u16()),
         ..status
     }
-}
-
-fn from_entry(entry: &CachedResponse, now: Instant) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(entry.body().clone()));
-    *response.status_mut() = entry.status();
-    let headers = response.headers_mut();
-    headers.clone_from(entry.headers());
-    headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
-    response
 }
 
 /// The upstream's answer as received, hop-by-hop headers already gone.

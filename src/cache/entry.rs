@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use headers::{Age, HeaderMapExt};
-use http::{header, HeaderMap, HeaderName, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use super::encoding::Encoding;
 use super::policy::{EntryKind, Lifetime};
+use super::representation::{self, Variant};
 
 /// Upstream response headers a HIT repeats; anything else (cookies, request
 /// ids, rate-limit counters) belonged to the one exchange that fetched it.
@@ -32,6 +34,8 @@ pub struct CachedResponse {
     fresh_until: Instant,
     usable_until: Instant,
     hard: Option<Instant>,
+    /// The body precompressed, per coding (filled in the background).
+    variants: Vec<Variant>,
 }
 
 /// Whether an entry may be served at some instant, and how.
@@ -67,6 +71,12 @@ impl CachedResponse {
         // The body may be a slice of a larger read buffer: keep an exact copy,
         // so what the weigher counts is what the entry holds.
         let body = Bytes::copy_from_slice(&body);
+        if status == StatusCode::OK {
+            headers.insert(
+                header::ETAG,
+                representation::strong_etag(upstream_headers, &body),
+            );
+        }
         CachedResponse::restore(status, headers, body, received_at, upstream_age, lifetime)
     }
 
@@ -89,7 +99,33 @@ impl CachedResponse {
             fresh_until: received_at + lifetime.fresh_for,
             usable_until: received_at + lifetime.usable_for,
             hard: lifetime.hard_in.map(|hard| received_at + hard),
+            variants: Vec::new(),
         }
+    }
+
+    /// This entry with its body precompressed in `variants` as well.
+    pub fn with_variants(&self, variants: Vec<Variant>) -> CachedResponse {
+        CachedResponse {
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            variants,
+            ..*self
+        }
+    }
+
+    /// The strong ETag of the identity body (200 entries only).
+    pub fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(header::ETAG)
+    }
+
+    /// The precompressed variant in `encoding`, once it has been made.
+    pub fn variant(&self, encoding: Encoding) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.encoding() == encoding)
+    }
+
+    /// Whether the body is worth compressing (a 200 of at least 1 KiB).
+    pub fn compressible(&self) -> bool {
+        self.status == StatusCode::OK && self.body.len() >= super::encoding::MIN_COMPRESSED_BODY
     }
 
     /// The status it is served with (200, or 404 for a remembered miss).
@@ -176,7 +212,12 @@ impl CachedResponse {
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 32)
             .sum();
-        let total = self.body.len() + headers + std::mem::size_of::<Self>();
+        let variants: usize = self
+            .variants
+            .iter()
+            .map(|v| v.body().len() + v.etag().len() + std::mem::size_of::<Variant>())
+            .sum();
+        let total = self.body.len() + variants + headers + std::mem::size_of::<Self>();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 }
@@ -287,7 +328,9 @@ mod tests {
         upstream.insert(header::SET_COOKIE, HeaderValue::from_static("s=1"));
         upstream.insert("x-request-id", HeaderValue::from_static("abc"));
         let e = entry(&upstream, Instant::now(), Duration::from_secs(1));
-        assert_eq!(e.headers().len(), 1);
+        let mut kept: Vec<&str> = e.headers().keys().map(|name| name.as_str()).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["content-type", "etag"], "a strong ETag is added");
         assert_eq!(e.headers()[header::CONTENT_TYPE], "application/json");
     }
 

@@ -9,9 +9,10 @@ use http::StatusCode;
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use super::policy::{Answer, EntryKind, NoStoreReason, StorePolicy};
-use super::store::Store;
+use super::precompress::Precompressor;
+use super::store::{Inserted, Store};
 use crate::error::UpstreamError;
-use crate::metrics::Metrics;
+use crate::metrics::{EvictionCause, Metrics};
 use crate::upstream::UpstreamResponse;
 
 /// What one shared fetch produced, handed to every request that joined it.
@@ -71,6 +72,7 @@ pub(super) struct FlightCrew {
     pub store: Store,
     pub policy: Arc<StorePolicy>,
     pub metrics: Arc<Metrics>,
+    pub precompressor: Arc<Precompressor>,
 }
 
 impl FlightCrew {
@@ -168,9 +170,17 @@ impl FlightCrew {
             response.received_instant,
             lifetime,
         ));
-        self.store
-            .insert_unless_superseded(key, Arc::clone(&entry), epoch)
+        let inserted = self
+            .store
+            .insert_unless_superseded(key.clone(), Arc::clone(&entry), epoch)
             .await;
+        if inserted == Inserted::Replaced {
+            self.metrics.eviction(EvictionCause::Replaced);
+        }
+        if inserted != Inserted::Refused {
+            self.precompressor
+                .start(&self.store, key, Arc::clone(&entry));
+        }
         Ok(entry)
     }
 }

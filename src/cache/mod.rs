@@ -6,10 +6,13 @@
 //! the client) and the moka-backed store.
 
 pub mod coalesce;
+pub mod encoding;
 pub mod entry;
 mod flight;
 pub mod key;
 pub mod policy;
+mod precompress;
+pub mod representation;
 mod snapshot;
 pub mod status;
 mod store;
@@ -25,11 +28,13 @@ use crate::metrics::Metrics;
 use crate::route::ConversationId;
 use crate::upstream::UpstreamResponse;
 use coalesce::{FlightLost, Flights, Role};
+use encoding::Encoding;
 use entry::{CachedResponse, Freshness};
 use flight::FlightCrew;
 pub use flight::{Failure, FetchOutcome, Purpose};
 use key::CacheKey;
 use policy::StorePolicy;
+use precompress::Precompressor;
 pub use snapshot::SnapshotError;
 use store::Store;
 
@@ -65,10 +70,16 @@ impl Cache {
                 store: Store::new(settings.max_bytes, longest, on_evict),
                 policy: Arc::new(StorePolicy::from_settings(settings)),
                 metrics,
+                precompressor: Arc::new(Precompressor::new(settings.compression.clone())),
             },
             flights: Arc::default(),
             refresh_ahead: settings.refresh_ahead,
         }
+    }
+
+    /// The content codings offered, in order (empty: compression is off).
+    pub fn encodings(&self) -> &[Encoding] {
+        self.crew.precompressor.encodings()
     }
 
     /// Whether a HIT on `entry` at `now` should refresh it in the background.
@@ -160,9 +171,11 @@ impl Cache {
         let (counts, entries) = read?;
         let store = &self.crew.store;
         for (key, entry) in entries {
+            let entry = Arc::new(entry);
             store
-                .insert_unless_superseded(key, Arc::new(entry), store.epoch())
+                .insert_unless_superseded(key.clone(), Arc::clone(&entry), store.epoch())
                 .await;
+            self.crew.precompressor.start(store, key, entry);
         }
         Ok(counts)
     }

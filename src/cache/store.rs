@@ -16,6 +16,17 @@ use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use crate::metrics::EvictionCause;
 
+/// What [`Store::insert_unless_superseded`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored where there was nothing.
+    New,
+    /// Stored in place of an older entry.
+    Replaced,
+    /// Not stored: a purge came in between, or a newer entry is held.
+    Refused,
+}
+
 /// The in-memory tier.
 #[derive(Clone)]
 pub struct Store {
@@ -38,7 +49,11 @@ impl Store {
             .weigher(|_key: &CacheKey, entry: &Arc<CachedResponse>| entry.weight())
             .expire_after(EntryDeadline)
             .time_to_live(max_ttl)
-            .eviction_listener(move |_key, _entry, cause| on_evict(eviction_cause(cause)))
+            .eviction_listener(move |_key, _entry, cause| {
+                if let Some(cause) = eviction_cause(cause) {
+                    on_evict(cause);
+                }
+            })
             .build();
         Store {
             entries,
@@ -66,7 +81,7 @@ impl Store {
         key: CacheKey,
         entry: Arc<CachedResponse>,
         epoch: u64,
-    ) -> bool {
+    ) -> Inserted {
         let result = self
             .entries
             .entry(key)
@@ -81,7 +96,28 @@ impl Store {
                 std::future::ready(op)
             })
             .await;
-        !matches!(result, CompResult::StillNone(_) | CompResult::Unchanged(_))
+        match result {
+            CompResult::Inserted(_) => Inserted::New,
+            CompResult::ReplacedWith(_) => Inserted::Replaced,
+            _ => Inserted::Refused,
+        }
+    }
+
+    /// Puts `upgraded` in place of `current` (the same answer, with more made
+    /// of it), only if `current` is still the entry held for `key`.
+    pub async fn upgrade(
+        &self,
+        key: CacheKey,
+        current: &Arc<CachedResponse>,
+        upgraded: Arc<CachedResponse>,
+    ) {
+        self.entries
+            .entry(key)
+            .and_compute_with(|held| {
+                let same = held.is_some_and(|held| Arc::ptr_eq(held.value(), current));
+                std::future::ready(if same { Op::Put(upgraded) } else { Op::Nop })
+            })
+            .await;
     }
 
     /// Every entry held now (a moment's view; entries may come and go meanwhile).
@@ -125,12 +161,14 @@ impl Store {
     }
 }
 
-fn eviction_cause(cause: RemovalCause) -> EvictionCause {
+/// Why moka let an entry go; a replacement is counted where it is decided
+/// (a new answer, not a compressed upgrade of the same one), so none here.
+fn eviction_cause(cause: RemovalCause) -> Option<EvictionCause> {
     match cause {
-        RemovalCause::Expired => EvictionCause::Lifetime,
-        RemovalCause::Size => EvictionCause::Size,
-        RemovalCause::Explicit => EvictionCause::Purge,
-        RemovalCause::Replaced => EvictionCause::Replaced,
+        RemovalCause::Expired => Some(EvictionCause::Lifetime),
+        RemovalCause::Size => Some(EvictionCause::Size),
+        RemovalCause::Explicit => Some(EvictionCause::Purge),
+        RemovalCause::Replaced => None,
     }
 }
 
@@ -199,18 +237,21 @@ mod tests {
         let newer = entry(10, t0 + Duration::from_secs(1), Duration::from_secs(60));
         let older = entry(20, t0, Duration::from_secs(60));
         let epoch = store.epoch();
-        assert!(store.insert_unless_superseded(key("a"), newer, epoch).await);
-        assert!(!store.insert_unless_superseded(key("a"), older, epoch).await);
+        assert_eq!(
+            store.insert_unless_superseded(key("a"), newer, epoch).await,
+            Inserted::New
+        );
+        assert_eq!(
+            store.insert_unless_superseded(key("a"), older, epoch).await,
+            Inserted::Refused
+        );
         assert_eq!(store.get(&key("a"), t0).await.unwrap().body().len(), 10);
 
         let before_purge = store.epoch();
         assert_eq!(store.purge_where(|_| true).await, 1);
         let late = entry(30, t0 + Duration::from_secs(2), Duration::from_secs(60));
-        assert!(
-            !store
-                .insert_unless_superseded(key("a"), late, before_purge)
-                .await
-        );
+        let late = store.insert_unless_superseded(key("a"), late, before_purge);
+        assert_eq!(late.await, Inserted::Refused);
         assert!(store.get(&key("a"), t0).await.is_none());
     }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::cache::encoding::Encoding;
+
 use raw::RawSettings;
 
 /// The prefix of environment overrides: `AYRA_CACHE__UPSTREAM__API_KEY`.
@@ -117,6 +119,8 @@ pub struct CacheSettings {
     pub not_found_ttl: Duration,
     /// Where the cache is written on shutdown and read at start (none: off).
     pub snapshot_path: Option<PathBuf>,
+    /// Content codings offered, in order of preference (empty: off).
+    pub compression: Vec<Encoding>,
 }
 
 /// `[auth]`: who may use the proxy when it holds the API key.

@@ -80,6 +80,8 @@ pub(super) struct RawCache {
     pub in_progress_ttl: String,
     pub not_found_ttl: String,
     pub snapshot_path: String,
+    #[serde(deserialize_with = "list")]
+    pub compression: Vec<String>,
 }
 
 impl Default for RawCache {
@@ -94,6 +96,7 @@ impl Default for RawCache {
             in_progress_ttl: "0s".into(),
             not_found_ttl: "0s".into(),
             snapshot_path: String::new(),
+            compression: vec!["br".into(), "gzip".into()],
         }
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use http::{HeaderValue, Uri};
 
+use crate::cache::encoding::Encoding;
+
 use super::raw::{RawSettings, RawSize};
 use super::{
     AdminSettings, AuthSettings, CacheSettings, ConfigError, LogFormat, LogSettings, Secret,
@@ -67,6 +69,7 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
             refresh_ahead: fraction("cache.refresh_ahead", raw.cache.refresh_ahead)?,
             in_progress_ttl: duration("cache.in_progress_ttl", &raw.cache.in_progress_ttl)?,
             not_found_ttl: duration("cache.not_found_ttl", &raw.cache.not_found_ttl)?,
+            compression: encodings(&raw.cache.compression)?,
             snapshot_path: Some(raw.cache.snapshot_path)
                 .filter(|path| !path.trim().is_empty())
                 .map(PathBuf::from),
@@ -136,6 +139,22 @@ fn positive_size(key: &str, raw: &RawSize) -> Result<u64, ConfigError> {
         return Err(ConfigError::invalid(key, "must be larger than zero"));
     }
     Ok(bytes)
+}
+
+fn encodings(names: &[String]) -> Result<Vec<Encoding>, ConfigError> {
+    let mut encodings = Vec::new();
+    for name in names {
+        let encoding = Encoding::from_name(name.trim()).ok_or_else(|| {
+            ConfigError::invalid(
+                "cache.compression",
+                format!("{name:?} is not one of \"br\", \"gzip\", \"zstd\""),
+            )
+        })?;
+        if !encodings.contains(&encoding) {
+            encodings.push(encoding);
+        }
+    }
+    Ok(encodings)
 }
 
 fn fraction(key: &str, value: f64) -> Result<f64, ConfigError> {
@@ -275,6 +294,7 @@ mod tests {
         assert_eq!(s.cache.in_progress_ttl, Duration::ZERO);
         assert_eq!(s.cache.not_found_ttl, Duration::ZERO);
         assert!(s.cache.snapshot_path.is_none());
+        assert_eq!(s.cache.compression, [Encoding::Br, Encoding::Gzip]);
         assert!(s.server.admin_listen.is_none());
         assert!(s.admin.token_sha256.is_none());
         assert!(s.upstream.api_key.is_none());
@@ -314,6 +334,7 @@ mod tests {
                 "log.summary_interval",
             ),
             ("[cache]\nrefresh_ahead = 1.5\n", "cache.refresh_ahead"),
+            ("[cache]\ncompression = [\"lzma\"]\n", "cache.compression"),
             (
                 "[cache]\nstale_if_error = \"-1s\"\n",
                 "cache.stale_if_error",

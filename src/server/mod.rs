@@ -51,15 +51,16 @@ pub struct App {
 impl App {
     /// Binds `server.listen` (and `server.admin_listen`) and builds the shared state.
     pub async fn build(settings: Settings) -> io::Result<App> {
+        let state = Arc::new(AppState::new(&settings));
+        // Warm before listening: once the port answers, the cache is loaded.
+        if let Some(path) = &settings.cache.snapshot_path {
+            warm_start(&state, path).await;
+        }
         let listener = TcpListener::bind(settings.server.listen).await?;
         let admin_listener = match settings.server.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        let state = Arc::new(AppState::new(&settings));
-        if let Some(path) = &settings.cache.snapshot_path {
-            warm_start(&state, path).await;
-        }
         Ok(App {
             listener,
             admin_listener,

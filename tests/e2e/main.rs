@@ -13,6 +13,7 @@ mod deploy_files;
 mod faults;
 mod lifetimes;
 mod limits;
+mod representations;
 mod restarts;
 mod routes;
 mod standin_smoke;

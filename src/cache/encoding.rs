@@ -1,0 +1,259 @@
+//! Content codings: which one a client's `Accept-Encoding` picks, and compressing a body into it.
+//!
+//! No maintained crate parses `Accept-Encoding` with q-values for our needs,
+//! so this is a small parser of RFC 9110 section 12.5.3, tested on every form
+//! and fuzzed: codings with optional `;q=` weights, `*`, `identity`, `q=0`.
+
+use std::io::Write;
+
+use bytes::Bytes;
+
+/// Bodies smaller than this are sent as they are.
+pub const MIN_COMPRESSED_BODY: usize = 1024;
+
+/// A content coding the proxy can offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Br,
+    Gzip,
+    Zstd,
+}
+
+impl Encoding {
+    /// Every coding, for config validation.
+    pub const ALL: [Encoding; 3] = [Encoding::Br, Encoding::Gzip, Encoding::Zstd];
+
+    /// The token in `Accept-Encoding` and `content-encoding`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Br => "br",
+            Encoding::Gzip => "gzip",
+            Encoding::Zstd => "zstd",
+        }
+    }
+
+    /// The coding named `name` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        Encoding::ALL
+            .into_iter()
+            .find(|encoding| name.eq_ignore_ascii_case(encoding.as_str()))
+    }
+
+    /// `body` compressed with this coding, at a level chosen for small JSON
+    /// bodies (fast enough to run once per entry in the background).
+    pub fn compress(self, body: &[u8]) -> std::io::Result<Bytes> {
+        let compressed = match self {
+            Encoding::Gzip => {
+                let level = flate2::Compression::new(6);
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+                encoder.write_all(body)?;
+                encoder.finish()?
+            }
+            Encoding::Br => {
+                let mut out = Vec::new();
+                {
+                    let mut encoder = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    encoder.write_all(body)?;
+                }
+                out
+            }
+            Encoding::Zstd => zstd::encode_all(body, 3)?,
+        };
+        Ok(Bytes::from(compressed))
+    }
+}
+
+/// The coding to send: the offered one the client weighs highest (ties go to
+/// the order of `offered`), or none (identity) when the client accepts none
+/// of them, prefers identity, or sent no `Accept-Encoding` at all.
+pub fn negotiate(accept_encoding: Option<&str>, offered: &[Encoding]) -> Option<Encoding> {
+    let header = accept_encoding?;
+    let weights = Weights::parse(header);
+    let mut best: Option<(Encoding, u16)> = None;
+    for &encoding in offered {
+        let weight = weights.of(encoding.as_str());
+        if weight > 0 && best.is_none_or(|(_, top)| weight > top) {
+            best = Some((encoding, weight));
+        }
+    }
+    let (encoding, weight) = best?;
+    (weight >= weights.identity()).then_some(encoding)
+}
+
+/// The weights (q × 1000) an `Accept-Encoding` value gives.
+struct Weights<'a> {
+    named: Vec<(&'a str, u16)>,
+    star: Option<u16>,
+}
+
+impl<'a> Weights<'a> {
+    fn parse(header: &'a str) -> Weights<'a> {
+        let mut named = Vec::new();
+        let mut star = None;
+        for member in header.split(',') {
+            let mut parts = member.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            if coding.is_empty() {
+                continue;
+            }
+            let Some(weight) = parts
+                .map(parse_weight)
+                .try_fold(1000, |w, p| p.map(|p| p.unwrap_or(w)))
+            else {
+                // An unreadable weight: ignore the member, as if not sent.
+                continue;
+            };
+            if coding == "*" {
+                star = Some(weight);
+            } else {
+                named.push((coding, weight));
+            }
+        }
+        Weights { named, star }
+    }
+
+    /// The weight of `coding`: named, else `*`, else not acceptable.
+    fn of(&self, coding: &str) -> u16 {
+        self.named
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(coding))
+            .map(|&(_, weight)| weight)
+            .or(self.star)
+            .unwrap_or(0)
+    }
+
+    /// identity is acceptable unless excluded by name or by `*;q=0`.
+    fn identity(&self) -> u16 {
+        self.named
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("identity"))
+            .map(|&(_, weight)| weight)
+            .or(self.star.filter(|&weight| weight == 0))
+            .unwrap_or(1)
+    }
+}
+
+/// One `;param`: `Some(Some(w))` for a readable `q=`, `Some(None)` for
+/// another parameter (ignored), `None` for an unreadable `q`.
+fn parse_weight(param: &str) -> Option<Option<u16>> {
+    let Some((name, value)) = param.split_once('=') else {
+        return Some(None);
+    };
+    if !name.trim().eq_ignore_ascii_case("q") {
+        return Some(None);
+    }
+    let value = value.trim();
+    // qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let digits_ok = fraction.len() <= 3 && fraction.bytes().all(|b| b.is_ascii_digit());
+    let fraction_value: u16 = format!("{fraction:0<3}").parse().ok()?;
+    match whole {
+        "0" if digits_ok => Some(Some(fraction_value)),
+        "1" if digits_ok && fraction_value == 0 => Some(Some(1000)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Encoding::{Br, Gzip, Zstd};
+
+    const OFFERED: [Encoding; 2] = [Br, Gzip];
+
+    fn pick(header: Option<&str>) -> Option<Encoding> {
+        negotiate(header, &OFFERED)
+    }
+
+    #[test]
+    fn no_header_or_an_empty_one_means_identity() {
+        assert_eq!(pick(None), None);
+        assert_eq!(pick(Some("")), None);
+        assert_eq!(pick(Some(" , ")), None);
+    }
+
+    #[test]
+    fn plain_lists_pick_the_first_offered() {
+        assert_eq!(pick(Some("gzip")), Some(Gzip));
+        assert_eq!(pick(Some("br")), Some(Br));
+        assert_eq!(
+            pick(Some("gzip, deflate, br")),
+            Some(Br),
+            "ties follow our order"
+        );
+        assert_eq!(pick(Some("GZIP")), Some(Gzip));
+        assert_eq!(pick(Some("deflate")), None);
+        assert_eq!(negotiate(Some("gzip, br"), &[Gzip, Br]), Some(Gzip));
+    }
+
+    #[test]
+    fn q_values_are_honoured() {
+        assert_eq!(pick(Some("br;q=0.5, gzip;q=0.8")), Some(Gzip));
+        assert_eq!(pick(Some("br;q=1.0, gzip;q=0.999")), Some(Br));
+        assert_eq!(pick(Some("gzip; q=0.2 ,br ; Q=0.1")), Some(Gzip));
+        assert_eq!(pick(Some("br;q=0, gzip;q=0")), None);
+        assert_eq!(pick(Some("br;q=0, gzip")), Some(Gzip));
+    }
+
+    #[test]
+    fn the_star_covers_codings_not_named() {
+        assert_eq!(pick(Some("*")), Some(Br));
+        assert_eq!(pick(Some("br;q=0, *")), Some(Gzip));
+        assert_eq!(pick(Some("*;q=0")), None);
+        assert_eq!(pick(Some("gzip;q=0.3, *;q=0.5")), Some(Br));
+    }
+
+    #[test]
+    fn identity_wins_when_weighted_higher() {
+        assert_eq!(pick(Some("gzip;q=0.5, identity")), None);
+        assert_eq!(pick(Some("gzip, identity;q=0.5")), Some(Gzip));
+        assert_eq!(pick(Some("identity;q=0, gzip;q=0.1")), Some(Gzip));
+        assert_eq!(pick(Some("identity")), None);
+    }
+
+    #[test]
+    fn unreadable_weights_drop_their_member() {
+        assert_eq!(pick(Some("br;q=2, gzip;q=0.1")), Some(Gzip));
+        assert_eq!(pick(Some("br;q=abc")), None);
+        assert_eq!(pick(Some("br;q=0.1234, gzip;q=0.5")), Some(Gzip));
+        assert_eq!(pick(Some("br;q=1.001")), None);
+        assert_eq!(pick(Some("br;q=-1, gzip")), Some(Gzip));
+        assert_eq!(
+            pick(Some("br;level=9")),
+            Some(Br),
+            "other parameters are ignored"
+        );
+        assert_eq!(pick(Some("br;q=")), None);
+        assert_eq!(pick(Some(";q=1, gzip")), Some(Gzip));
+    }
+
+    #[test]
+    fn compressed_bodies_decode_to_the_original() {
+        use std::io::Read;
+        let body = br#"{"data":{"transcript":"hello hello hello hello hello"}}"#.repeat(40);
+        let gz = Gzip.compress(&body).unwrap();
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, body);
+        let br = Br.compress(&body).unwrap();
+        let mut out = Vec::new();
+        brotli::Decompressor::new(&br[..], 4096)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, body);
+        let zs = Zstd.compress(&body).unwrap();
+        assert_eq!(zstd::decode_all(&zs[..]).unwrap(), body);
+        assert!(gz.len() < body.len() / 4 && br.len() < gz.len());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for encoding in Encoding::ALL {
+            assert_eq!(Encoding::from_name(encoding.as_str()), Some(encoding));
+        }
+        assert_eq!(Encoding::from_name("BR"), Some(Br));
+        assert_eq!(Encoding::from_name("deflate"), None);
+    }
+}
