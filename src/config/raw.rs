@@ -26,6 +26,7 @@ pub(super) struct RawServer {
     pub idle_timeout: String,
     pub max_connections: usize,
     pub shutdown_grace: String,
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for RawServer {
@@ -37,6 +38,7 @@ impl Default for RawServer {
             idle_timeout: "60s".into(),
             max_connections: 4096,
             shutdown_grace: "30s".into(),
+            h2_max_concurrent_streams: 100,
         }
     }
 }

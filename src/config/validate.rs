@@ -41,6 +41,11 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
                 .transpose()?,
             max_connections: at_least_one("server.max_connections", raw.server.max_connections)?,
             shutdown_grace: duration("server.shutdown_grace", &raw.server.shutdown_grace)?,
+            h2_max_concurrent_streams: u32::try_from(at_least_one(
+                "server.h2_max_concurrent_streams",
+                raw.server.h2_max_concurrent_streams as usize,
+            )?)
+            .unwrap_or(u32::MAX),
         },
         upstream: UpstreamSettings {
             base_url: base_url(&raw.upstream.base_url)?,

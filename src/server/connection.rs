@@ -1,4 +1,4 @@
-//! One client connection: HTTP/1.1 with head limits, a header read timeout and an idle timeout.
+//! One client connection: HTTP/1.1 or HTTP/2, with head limits, a header read timeout and an idle timeout.
 //!
 //! hyper's own header timeout starts as soon as a keep-alive connection waits
 //! for its next request, so it cannot tell a slow head from an idle client.
@@ -14,7 +14,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
@@ -26,12 +27,18 @@ use crate::config::ServerSettings;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most header fields accepted; past it hyper answers 431.
 const MAX_HEADERS: usize = 100;
+/// HTTP/2 streams a client may reset before they are even answered, before
+/// the connection is cut (the 2023 rapid-reset class of attacks).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// HTTP/2 streams the server may reset for protocol errors before cutting the connection.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 
 /// The per-connection time limits.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl From<&ServerSettings> for ConnectionLimits {
@@ -39,8 +46,25 @@ impl From<&ServerSettings> for ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: server.header_read_timeout,
             idle_timeout: server.idle_timeout,
+            h2_max_concurrent_streams: server.h2_max_concurrent_streams,
         }
     }
+}
+
+/// HTTP/1.1 and HTTP/2 (by prior knowledge, or ALPN under TLS) on one port.
+fn protocols(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+    builder
 }
 
 /// Serves one connection until the client leaves, a limit cuts it, or shutdown drains it.
@@ -68,10 +92,8 @@ pub(super) async fn serve<R: Respond>(
             }
         })
     };
-    let connection = hyper::server::conn::http1::Builder::new()
-        .max_headers(MAX_HEADERS)
-        .max_header_size(MAX_HEAD_BYTES)
-        .serve_connection(io, service);
+    let builder = protocols(&limits);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = false;
     loop {

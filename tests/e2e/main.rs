@@ -11,6 +11,7 @@ mod coalescing;
 mod credentials;
 mod deploy_files;
 mod faults;
+mod http2;
 mod lifetimes;
 mod limits;
 mod representations;
