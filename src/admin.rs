@@ -12,7 +12,6 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::auth::Fingerprint;
-use crate::config::AdminSettings;
 use crate::error::ProxyError;
 use crate::handler::AppState;
 use crate::route::ConversationId;
@@ -24,16 +23,13 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// What the admin routes work on.
 pub struct AdminState {
     app: Arc<AppState>,
-    token_sha256: Option<[u8; 32]>,
 }
 
 impl AdminState {
-    /// Admin routes over the proxy's state, guarded by `admin.token_sha256`.
-    pub fn new(app: Arc<AppState>, settings: &AdminSettings) -> AdminState {
-        AdminState {
-            app,
-            token_sha256: settings.token_sha256,
-        }
+    /// Admin routes over the proxy's state, guarded by `admin.token_sha256`
+    /// (read from the live settings, so a reload can change it).
+    pub fn new(app: Arc<AppState>) -> AdminState {
+        AdminState { app }
     }
 }
 
@@ -115,7 +111,12 @@ fn only(method: &Method, allowed: &Method) -> Result<(), ProxyError> {
 
 /// The bearer token must hash to `admin.token_sha256`; with none configured, admin is off.
 fn authorize(state: &AdminState, request: &Request<Incoming>) -> Result<(), ProxyError> {
-    let expected = state.token_sha256.ok_or(ProxyError::AdminDisabled)?;
+    let expected = state
+        .app
+        .live
+        .load()
+        .admin_token
+        .ok_or(ProxyError::AdminDisabled)?;
     let presented = request
         .headers()
         .typed_get::<Authorization<Bearer>>()

@@ -9,6 +9,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::access_log::AccessRecord;
 use crate::auth::Credential;
 use crate::cache::coalesce::Role;
 use crate::cache::encoding::{negotiate, Encoding};
@@ -19,14 +20,15 @@ use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::{Failure, FetchOutcome};
 use crate::error::{ProxyError, UpstreamError};
 use crate::handler::AppState;
+use crate::live::Live;
 use crate::passthrough;
 use crate::route::ConversationId;
-use crate::telemetry::AccessRecord;
 use crate::upstream::{Upstream, UpstreamResponse};
 
 /// Answers a conversation read from the cache, or from one shared upstream fetch.
 pub async fn serve(
     state: &AppState,
+    live: &Live,
     request: Request<Incoming>,
     id: ConversationId,
     credential: Credential,
@@ -39,30 +41,34 @@ pub async fn serve(
                 detail: Some(reason.as_str()),
                 ..CacheStatus::new(CacheResult::Bypass)
             });
-            return passthrough::forward(state, request, &credential, record).await;
+            return passthrough::forward(state, live, request, &credential, record).await;
         }
     };
     // The body of a read is never used; the headers pick the representation.
     let (request, _) = request.into_parts();
     let client = Client {
         headers: &request.headers,
-        encodings: state.cache.encodings(),
+        encodings: &live.cache.encodings,
     };
     let key = CacheKey {
         partition: credential.partition,
         id,
         flags,
     };
+    let rules = &live.cache;
     if let Some(entry) = state.cache.lookup(&key).await {
-        let refreshing = state.cache.wants_refresh(&entry, Instant::now())
-            && state
-                .cache
-                .refresh(key.clone(), fetcher(&state.upstream, &key, &credential));
+        let refreshing = rules.wants_refresh(&entry, Instant::now())
+            && state.cache.refresh(
+                key.clone(),
+                fetcher(&state.upstream, &key, &credential, live),
+                rules,
+            );
         return Ok(hit(&entry, &client, record, refreshing));
     }
+    let exchange = fetcher(&state.upstream, &key, &credential, live);
     let (outcome, role) = state
         .cache
-        .fetch(key.clone(), fetcher(&state.upstream, &key, &credential))
+        .fetch(key.clone(), exchange, rules)
         .await
         .map_err(|_| ProxyError::Internal)?;
     if role == Role::Collapsed {
@@ -186,13 +192,15 @@ fn fetcher(
     upstream: &Arc<Upstream>,
     key: &CacheKey,
     credential: &Credential,
+    live: &Live,
 ) -> impl Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static {
     let upstream = Arc::clone(upstream);
     let (id, flags) = (key.id.clone(), key.flags);
     let authorization = credential.upstream.clone();
+    let timeout = live.upstream_timeout;
     async move {
         upstream
-            .get_conversation(&id, flags, authorization.as_ref())
+            .get_conversation(&id, flags, authorization.as_ref(), timeout)
             .await
     }
 }

@@ -9,15 +9,15 @@ use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::auth::Authenticator;
+use crate::access_log::AccessRecord;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::ProxyError;
+use crate::live::{self, LiveSettings};
 use crate::metrics::Metrics;
 use crate::route::{self, ConversationId, Route};
 use crate::server::Respond;
-use crate::telemetry::AccessRecord;
 use crate::upstream::Upstream;
 use crate::{conversation, passthrough};
 
@@ -26,7 +26,8 @@ const MAX_TARGET_BYTES: usize = 8 * 1024;
 
 /// What every request shares.
 pub struct AppState {
-    pub auth: Authenticator,
+    /// The settings that change on reload, swapped as one value.
+    pub live: LiveSettings,
     pub upstream: Arc<Upstream>,
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
@@ -37,7 +38,7 @@ impl AppState {
     pub fn new(settings: &Settings) -> AppState {
         let metrics = Arc::new(Metrics::new());
         AppState {
-            auth: Authenticator::from_settings(settings),
+            live: live::hold(settings),
             upstream: Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics))),
             cache: Cache::new(&settings.cache, Arc::clone(&metrics)),
             metrics,
@@ -93,26 +94,28 @@ async fn route(
 
     // Only the path decides: an absolute-form target's host is never used.
     let path = request.uri().path().to_owned();
+    // One consistent set of live settings for the whole request.
+    let live = state.live.load_full();
     let route = route::classify(&path);
     record.route = route.kind();
     match route {
         Route::Health if is_read(request.method()) => Ok(health()),
         Route::Health | Route::NotFound => Err(ProxyError::NotFound),
         Route::Conversation(raw_id) => {
-            let credential = state.auth.credential(request.headers())?;
+            let credential = live.auth.credential(request.headers())?;
             let id = ConversationId::parse(raw_id)?;
             if is_read(request.method()) {
-                conversation::serve(state, request, id, credential, record).await
+                conversation::serve(state, &live, request, id, credential, record).await
             } else {
                 record.cache = Some(CacheStatus::new(CacheResult::Bypass));
-                passthrough::forward(state, request, &credential, record).await
+                passthrough::forward(state, &live, request, &credential, record).await
             }
         }
         Route::PassThrough => {
-            let credential = state.auth.credential(request.headers())?;
+            let credential = live.auth.credential(request.headers())?;
             route::check_forwardable(&path)?;
             record.cache = Some(CacheStatus::new(CacheResult::Bypass));
-            passthrough::forward(state, request, &credential, record).await
+            passthrough::forward(state, &live, request, &credential, record).await
         }
     }
 }

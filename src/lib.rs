@@ -8,10 +8,12 @@
 //! The modules, in the order a request meets them:
 //!
 //! - [`config`]: the TOML file and environment, validated into [`config::Settings`].
-//! - [`telemetry`]: the log subscriber and the one access event per request.
+//! - [`telemetry`]: the log subscriber, and its level changed at run time.
+//! - [`access_log`]: the one access event per request.
 //! - [`server`]: the listener, connection limits and timeouts, graceful drain.
 //! - [`handler`]: `handle` (log once, errors to responses) around `route`.
 //! - [`route`]: which route a path takes; the conversation id check.
+//! - [`live`]: the settings a reload can change, read once per request.
 //! - [`auth`]: the request's credential and cache partition.
 //! - [`conversation`]: the cached route: key, lookup, shared fetch, response.
 //! - [`cache`]: key, policy, entries, coalescing, storage, `cache-status`.
@@ -23,6 +25,7 @@
 //! - [`error`]: the proxy's errors and their one status mapping.
 //! - [`metrics`]: the Prometheus metrics every part counts into.
 
+pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod cache;
@@ -31,6 +34,7 @@ pub mod conversation;
 pub mod error;
 pub mod handler;
 pub mod hop_by_hop;
+pub mod live;
 pub mod metrics;
 pub mod passthrough;
 pub mod route;

@@ -9,16 +9,18 @@ use http::{header, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use crate::access_log::AccessRecord;
 use crate::auth::Credential;
 use crate::conversation::forwarded;
 use crate::error::ProxyError;
 use crate::handler::AppState;
 use crate::hop_by_hop;
-use crate::telemetry::AccessRecord;
+use crate::live::Live;
 
 /// Forwards `request` and answers with whatever the upstream said. Never cached.
 pub async fn forward(
     state: &AppState,
+    live: &Live,
     request: Request<Incoming>,
     credential: &Credential,
     record: &mut AccessRecord,
@@ -42,7 +44,7 @@ pub async fn forward(
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri.parse().map_err(|_| ProxyError::InvalidPath)?;
     *outgoing.headers_mut() = parts.headers;
-    let response = state.upstream.send(outgoing).await?;
+    let response = state.upstream.send(outgoing, live.upstream_timeout).await?;
     record.upstream = Some(response.elapsed);
     Ok(forwarded(&response))
 }

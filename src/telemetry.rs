@@ -1,110 +1,47 @@
-//! Logging: the tracing subscriber, and the one access event every request emits.
+//! Logging: the tracing subscriber, its format, and its level changed at run time.
 
-use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response};
-use http_body_util::Full;
-use tracing_subscriber::EnvFilter;
-
-use crate::cache::status::CacheStatus;
 use crate::config::{LogFormat, LogSettings};
-use crate::route::RouteKind;
 
-/// Installs the global subscriber: JSON or human-readable, filtered by `log.level`.
-pub fn init(settings: &LogSettings) {
+/// Changes the log filter of the running process (a config reload).
+pub struct LogLevel {
+    handle: reload::Handle<EnvFilter, Registry>,
+}
+
+impl LogLevel {
+    /// Applies a `tracing` filter directive, e.g. `info` or `ayra_cache=debug`.
+    pub fn set(&self, level: &str) -> Result<(), String> {
+        let filter = EnvFilter::builder()
+            .parse(level)
+            .map_err(|e| e.to_string())?;
+        self.handle.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+/// Installs the global subscriber: JSON or human-readable on stderr, filtered
+/// by `log.level`. Returns the handle that changes the level later.
+pub fn init(settings: &LogSettings) -> LogLevel {
     let filter = EnvFilter::builder()
         .parse(&settings.level)
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match settings.format {
-        LogFormat::Json => builder
+    let (filter, handle) = reload::Layer::new(filter);
+    let output = match settings.format {
+        LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer().with_writer(std::io::stderr).boxed(),
     };
-    // A subscriber is already installed (tests run many apps in one process).
-    drop(installed);
-}
-
-/// What one request did, gathered on its way through and logged once.
-#[derive(Debug)]
-pub struct AccessRecord {
-    request_id: HeaderValue,
-    method: http::Method,
-    path: String,
-    /// The kind of route taken.
-    pub route: RouteKind,
-    /// What the cache did, when the request reached it.
-    pub cache: Option<CacheStatus>,
-    /// Time spent on the upstream exchange this request waited for.
-    pub upstream: Option<Duration>,
-    /// The error code answered, if the proxy answered with an error.
-    pub error: Option<&'static str>,
-}
-
-impl AccessRecord {
-    /// Starts the record of a request. The path is kept, never the query or headers.
-    pub fn start<B>(request: &Request<B>) -> AccessRecord {
-        AccessRecord {
-            request_id: request_id(),
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-            route: RouteKind::Other,
-            cache: None,
-            upstream: None,
-            error: None,
-        }
-    }
-
-    /// Adds `x-request-id`, and `x-cache` and `cache-status` when the cache had a say.
-    pub fn decorate(&self, response: &mut Response<Full<Bytes>>) {
-        let headers = response.headers_mut();
-        headers.insert("x-request-id", self.request_id.clone());
-        if let Some(status) = &self.cache {
-            headers.insert("x-cache", HeaderValue::from_static(status.result.as_str()));
-            headers.insert(
-                header::HeaderName::from_static("cache-status"),
-                status.header_value(),
-            );
-        }
-    }
-
-    /// Emits the access event.
-    pub fn emit(&self, status: http::StatusCode, latency: Duration) {
-        let cache = self.cache.map_or("none", |c| c.result.label());
-        let detail = self.cache.and_then(|c| c.detail).unwrap_or("");
-        tracing::info!(
-            target: "ayra_cache::access",
-            request_id = self.request_id.to_str().unwrap_or(""),
-            method = %self.method,
-            path = %self.path,
-            route = self.route.as_str(),
-            status = status.as_u16(),
-            cache,
-            detail,
-            collapsed = self.cache.is_some_and(|c| c.collapsed),
-            refresh_started = self.cache.is_some_and(|c| c.refreshing),
-            fwd_status = self.cache.and_then(|c| c.fwd_status),
-            error = self.error.unwrap_or(""),
-            latency_ms = millis(latency),
-            upstream_ms = self.upstream.map(millis),
-            "request"
-        );
-    }
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-fn request_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4();
-    let mut buffer = uuid::Uuid::encode_buffer();
-    HeaderValue::from_str(id.simple().encode_lower(&mut buffer))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // Already installed when tests run many apps in one process: keep that one.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init();
+    LogLevel { handle }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every exchange is bounded three ways: `upstream.max_concurrency` requests
 //! in flight, `upstream.timeout` for the whole exchange (waiting for a slot,
-//! connecting, the head and the whole body), and `upstream.max_body` bytes.
+//! connecting, the head and the whole body; passed per call, as it can change
+//! on reload), and `upstream.max_body` bytes.
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -50,7 +51,6 @@ pub struct UpstreamResponse {
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
     base_url: String,
-    timeout: Duration,
     max_body: u64,
     slots: Semaphore,
     metrics: Arc<Metrics>,
@@ -75,7 +75,6 @@ impl Upstream {
         Upstream {
             client,
             base_url: settings.base_url.clone(),
-            timeout: settings.timeout,
             max_body: settings.max_body,
             slots: Semaphore::new(settings.max_concurrency),
             metrics,
@@ -95,6 +94,7 @@ impl Upstream {
         id: &ConversationId,
         flags: Flags,
         credential: Option<&HeaderValue>,
+        timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let uri = format!(
             "{}/v1/conversations/{}?{}",
@@ -113,13 +113,15 @@ impl Upstream {
         let request = request
             .body(Empty::new().map_err(|never| match never {}).boxed())
             .map_err(|_| UpstreamError::BadResponse)?;
-        self.send(request).await
+        self.send(request, timeout).await
     }
 
-    /// Sends a request and reads the whole answer, under every bound.
+    /// Sends a request and reads the whole answer, under every bound;
+    /// `timeout` covers all of it.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
+        timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let started = Instant::now();
         let exchange = async {
@@ -137,7 +139,7 @@ impl Upstream {
             hop_by_hop::strip(&mut parts.headers);
             Ok((parts.status, parts.headers, body))
         };
-        let result = tokio::time::timeout(self.timeout, exchange)
+        let result = tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or(Err(UpstreamError::Timeout));
         let elapsed = started.elapsed();

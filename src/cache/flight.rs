@@ -8,9 +8,10 @@ use http::StatusCode;
 
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
-use super::policy::{Answer, EntryKind, NoStoreReason, StorePolicy};
+use super::policy::{Answer, EntryKind, NoStoreReason};
 use super::precompress::Precompressor;
 use super::store::{Inserted, Store};
+use super::CacheRules;
 use crate::error::UpstreamError;
 use crate::metrics::{EvictionCause, Metrics};
 use crate::upstream::UpstreamResponse;
@@ -70,14 +71,19 @@ pub enum Purpose {
 #[derive(Clone)]
 pub(super) struct FlightCrew {
     pub store: Store,
-    pub policy: Arc<StorePolicy>,
     pub metrics: Arc<Metrics>,
     pub precompressor: Arc<Precompressor>,
 }
 
 impl FlightCrew {
     /// Runs one fetch for `key` to its end.
-    pub async fn fly<F>(self, key: CacheKey, purpose: Purpose, exchange: F) -> FetchOutcome
+    pub async fn fly<F>(
+        self,
+        key: CacheKey,
+        purpose: Purpose,
+        exchange: F,
+        rules: CacheRules,
+    ) -> FetchOutcome
     where
         F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
     {
@@ -115,7 +121,9 @@ impl FlightCrew {
         if stale.is_some() {
             self.drop_refused(&key, response.status).await;
         }
-        let stored = self.store_if_allowed(key, &response, purpose, epoch).await;
+        let stored = self
+            .store_if_allowed(key, &response, purpose, epoch, &rules)
+            .await;
         if purpose == Purpose::Refresh {
             self.metrics.refresh(stored.is_ok());
         }
@@ -146,8 +154,9 @@ impl FlightCrew {
         response: &UpstreamResponse,
         purpose: Purpose,
         epoch: u64,
+        rules: &CacheRules,
     ) -> Result<Arc<CachedResponse>, NoStoreReason> {
-        let decision = self.policy.decide(&Answer {
+        let decision = rules.policy.decide(&Answer {
             status: response.status,
             headers: &response.headers,
             body: &response.body,
@@ -179,7 +188,7 @@ impl FlightCrew {
         }
         if inserted != Inserted::Refused {
             self.precompressor
-                .start(&self.store, key, Arc::clone(&entry));
+                .start(&self.store, key, Arc::clone(&entry), &rules.encodings);
         }
         Ok(entry)
     }

@@ -46,11 +46,37 @@ pub struct Usage {
     pub bytes: u64,
 }
 
-/// The in-memory cache with its storing policy and its flights.
+/// The cache's rules that may change while running: what is stored, for how
+/// long, when to refresh, which codings to offer.
+#[derive(Debug, Clone)]
+pub struct CacheRules {
+    pub policy: Arc<StorePolicy>,
+    /// Fraction of the fresh life, at its end, in which a HIT refreshes (0: off).
+    pub refresh_ahead: f64,
+    /// Content codings offered, in order (empty: off).
+    pub encodings: Arc<[Encoding]>,
+}
+
+impl CacheRules {
+    /// The rules the cache settings describe.
+    pub fn from_settings(settings: &CacheSettings) -> CacheRules {
+        CacheRules {
+            policy: Arc::new(StorePolicy::from_settings(settings)),
+            refresh_ahead: settings.refresh_ahead,
+            encodings: settings.compression.clone().into(),
+        }
+    }
+
+    /// Whether a HIT on `entry` at `now` should refresh it in the background.
+    pub fn wants_refresh(&self, entry: &CachedResponse, now: Instant) -> bool {
+        entry.wants_refresh(now, self.refresh_ahead)
+    }
+}
+
+/// The in-memory cache and its flights; the rules come with each call.
 pub struct Cache {
     crew: FlightCrew,
     flights: Arc<Flights<CacheKey, FetchOutcome>>,
-    refresh_ahead: f64,
 }
 
 impl Cache {
@@ -68,23 +94,11 @@ impl Cache {
         Cache {
             crew: FlightCrew {
                 store: Store::new(settings.max_bytes, longest, on_evict),
-                policy: Arc::new(StorePolicy::from_settings(settings)),
                 metrics,
-                precompressor: Arc::new(Precompressor::new(settings.compression.clone())),
+                precompressor: Arc::new(Precompressor::new()),
             },
             flights: Arc::default(),
-            refresh_ahead: settings.refresh_ahead,
         }
-    }
-
-    /// The content codings offered, in order (empty: compression is off).
-    pub fn encodings(&self) -> &[Encoding] {
-        self.crew.precompressor.encodings()
-    }
-
-    /// Whether a HIT on `entry` at `now` should refresh it in the background.
-    pub fn wants_refresh(&self, entry: &CachedResponse, now: Instant) -> bool {
-        entry.wants_refresh(now, self.refresh_ahead)
     }
 
     /// The fresh entry for `key`, if any (a stale one is not a HIT).
@@ -104,27 +118,30 @@ impl Cache {
         &self,
         key: CacheKey,
         exchange: F,
+        rules: &CacheRules,
     ) -> Result<(FetchOutcome, Role), FlightLost>
     where
         F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
     {
         let crew = self.crew.clone();
+        let rules = rules.clone();
         self.flights
             .run(key.clone(), move || {
-                crew.fly(key, Purpose::Demand, exchange)
+                crew.fly(key, Purpose::Demand, exchange, rules)
             })
             .await
     }
 
     /// Starts a background refresh of `key` unless a fetch for it is running;
     /// true when one started.
-    pub fn refresh<F>(&self, key: CacheKey, exchange: F) -> bool
+    pub fn refresh<F>(&self, key: CacheKey, exchange: F, rules: &CacheRules) -> bool
     where
         F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
     {
         let crew = self.crew.clone();
+        let rules = rules.clone();
         self.flights.start_if_idle(key.clone(), move || {
-            crew.fly(key, Purpose::Refresh, exchange)
+            crew.fly(key, Purpose::Refresh, exchange, rules)
         })
     }
 
@@ -156,7 +173,11 @@ impl Cache {
     /// Loads the snapshot at `path` and removes the file (a snapshot is used
     /// once). Returns (loaded, skipped as expired). On any error nothing is
     /// loaded.
-    pub async fn load_snapshot(&self, path: &Path) -> Result<(u64, u64), SnapshotError> {
+    pub async fn load_snapshot(
+        &self,
+        path: &Path,
+        rules: &CacheRules,
+    ) -> Result<(u64, u64), SnapshotError> {
         let owned = path.to_owned();
         let read = tokio::task::spawn_blocking(move || {
             let mut entries = Vec::new();
@@ -175,7 +196,9 @@ impl Cache {
             store
                 .insert_unless_superseded(key.clone(), Arc::clone(&entry), store.epoch())
                 .await;
-            self.crew.precompressor.start(store, key, entry);
+            self.crew
+                .precompressor
+                .start(store, key, entry, &rules.encodings);
         }
         Ok(counts)
     }

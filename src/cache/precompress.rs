@@ -10,49 +10,47 @@ use super::key::CacheKey;
 use super::representation::Variant;
 use super::store::Store;
 
-/// Compresses stored entries off the request path.
+/// Compresses stored entries off the request path, a few at a time.
 pub(super) struct Precompressor {
-    /// The codings offered, in the operator's order (empty: none).
-    encodings: Vec<Encoding>,
     /// Compressions running at once (CPU-bound work: one per core).
     slots: Semaphore,
 }
 
 impl Precompressor {
-    pub fn new(encodings: Vec<Encoding>) -> Precompressor {
+    pub fn new() -> Precompressor {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Precompressor {
-            encodings,
             slots: Semaphore::new(cores),
         }
     }
 
-    /// The codings offered.
-    pub fn encodings(&self) -> &[Encoding] {
-        &self.encodings
-    }
-
-    /// Starts compressing `entry` into every offered coding; when done, the
-    /// entry held for `key` is upgraded, if it is still this one.
-    pub fn start(self: &Arc<Self>, store: &Store, key: CacheKey, entry: Arc<CachedResponse>) {
+    /// Starts compressing `entry` into every coding of `encodings`; when
+    /// done, the entry held for `key` is upgraded, if it is still this one.
+    pub fn start(
+        self: &Arc<Self>,
+        store: &Store,
+        key: CacheKey,
+        entry: Arc<CachedResponse>,
+        encodings: &Arc<[Encoding]>,
+    ) {
         let Some(etag) = entry.etag().cloned() else {
             return;
         };
-        if self.encodings.is_empty() || !entry.compressible() {
+        if encodings.is_empty() || !entry.compressible() {
             return;
         }
         let this = Arc::clone(self);
         let store = store.clone();
+        let encodings = Arc::clone(encodings);
         tokio::spawn(async move {
             let Ok(_slot) = this.slots.acquire().await else {
                 return;
             };
-            let encodings = this.encodings.clone();
             let body = entry.body().clone();
             let compressed = tokio::task::spawn_blocking(move || {
                 encodings
-                    .into_iter()
-                    .filter_map(|encoding| Variant::compress(encoding, &body, &etag).ok())
+                    .iter()
+                    .filter_map(|&encoding| Variant::compress(encoding, &body, &etag).ok())
                     .collect::<Vec<_>>()
             })
             .await;

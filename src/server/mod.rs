@@ -99,7 +99,7 @@ impl App {
         let mut loops = vec![tokio::spawn(public.accept(listener, Arc::clone(&state)))];
         if let Some(admin_listener) = admin_listener {
             let admin = Listener::new(limits, ADMIN_MAX_CONNECTIONS, &stop_rx, &drained_tx);
-            let admin_state = Arc::new(AdminState::new(Arc::clone(&state), &settings.admin));
+            let admin_state = Arc::new(AdminState::new(Arc::clone(&state)));
             tracing::info!(admin_listen = %admin_listener.local_addr()?, "admin listening");
             loops.push(tokio::spawn(admin.accept(admin_listener, admin_state)));
         }
@@ -129,7 +129,8 @@ impl App {
 /// Loads the snapshot, if there is one; any problem is a logged cold start.
 async fn warm_start(state: &AppState, path: &Path) {
     let started = Instant::now();
-    match state.cache.load_snapshot(path).await {
+    let rules = state.live.load().cache.clone();
+    match state.cache.load_snapshot(path, &rules).await {
         Ok((loaded, skipped)) => tracing::info!(
             path = %path.display(),
             loaded,
