@@ -22,6 +22,7 @@
 //! - [`hop_by_hop`]: the headers that never cross the proxy.
 //! - [`admin`]: the operators' listener: metrics, stats, purges.
 //! - [`summary`]: the periodic summary log event.
+//! - [`reload`]: SIGHUP: the reloadable keys of a new config, applied at once.
 //! - [`error`]: the proxy's errors and their one status mapping.
 //! - [`metrics`]: the Prometheus metrics every part counts into.
 
@@ -37,6 +38,7 @@ pub mod hop_by_hop;
 pub mod live;
 pub mod metrics;
 pub mod passthrough;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod summary;

@@ -1,10 +1,12 @@
-//! The `ayra-cache` binary: parse arguments, load config, start telemetry, run until a signal.
+//! The `ayra-cache` binary: parse arguments, load config, start telemetry, run until a signal
+//! (SIGTERM/SIGINT stop it, SIGHUP reloads the config).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ayra_cache::config::Settings;
-use ayra_cache::{telemetry, App};
+use ayra_cache::telemetry::{self, LogLevel};
+use ayra_cache::{reload, App};
 use clap::Parser;
 
 /// A caching reverse proxy for the Ayra conversations API.
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
         println!("ayra-cache: {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    telemetry::init(&settings.log);
+    let log_level = telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -43,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, cli.config, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "ayra-cache stopped");
@@ -52,8 +54,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> std::io::Result<()> {
+async fn run(settings: Settings, config: PathBuf, log_level: LogLevel) -> std::io::Result<()> {
     let app = App::build(settings).await?;
+    #[cfg(unix)]
+    tokio::spawn(reload::on_sighup(app.reloader(Some(log_level)), config));
     app.run(shutdown_signal()).await
 }
 

@@ -87,6 +87,15 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// HTTP/2 streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
+    /// TLS on the public listener; none: cleartext.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`: the PEM certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
 }
 
 /// `[upstream]`: where and how the Ayra API is called.

@@ -27,6 +27,14 @@ pub(super) struct RawServer {
     pub max_connections: usize,
     pub shutdown_grace: String,
     pub h2_max_concurrent_streams: u32,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub cert_path: String,
+    pub key_path: String,
 }
 
 impl Default for RawServer {
@@ -39,6 +47,7 @@ impl Default for RawServer {
             max_connections: 4096,
             shutdown_grace: "30s".into(),
             h2_max_concurrent_streams: 100,
+            tls: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::cache::encoding::Encoding;
 use super::raw::{RawSettings, RawSize};
 use super::{
     AdminSettings, AuthSettings, CacheSettings, ConfigError, LogFormat, LogSettings, Secret,
-    ServerSettings, Settings, UpstreamSettings,
+    ServerSettings, Settings, TlsSettings, UpstreamSettings,
 };
 
 pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
@@ -46,6 +46,7 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
                 raw.server.h2_max_concurrent_streams as usize,
             )?)
             .unwrap_or(u32::MAX),
+            tls: raw.server.tls.map(tls).transpose()?,
         },
         upstream: UpstreamSettings {
             base_url: base_url(&raw.upstream.base_url)?,
@@ -160,6 +161,25 @@ fn encodings(names: &[String]) -> Result<Vec<Encoding>, ConfigError> {
         }
     }
     Ok(encodings)
+}
+
+/// The pair must load now: a bad certificate stops the start, naming the key.
+fn tls(raw: super::raw::RawTls) -> Result<TlsSettings, ConfigError> {
+    let settings = TlsSettings {
+        cert_path: PathBuf::from(raw.cert_path),
+        key_path: PathBuf::from(raw.key_path),
+    };
+    match crate::server::tls::certified_key(&settings) {
+        Ok(_) => Ok(settings),
+        Err(error @ crate::server::tls::TlsError::Key { .. }) => Err(ConfigError::invalid(
+            "server.tls.key_path",
+            error.to_string(),
+        )),
+        Err(error) => Err(ConfigError::invalid(
+            "server.tls.cert_path",
+            error.to_string(),
+        )),
+    }
 }
 
 fn fraction(key: &str, value: f64) -> Result<f64, ConfigError> {

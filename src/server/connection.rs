@@ -19,6 +19,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
 
 use super::Respond;
 use crate::config::ServerSettings;
@@ -73,60 +74,104 @@ pub(super) async fn serve<R: Respond>(
     peer: SocketAddr,
     responder: Arc<R>,
     limits: ConnectionLimits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         inner: stream,
         activity: Arc::clone(&activity),
-    });
-    let service = {
-        let activity = Arc::clone(&activity);
-        service_fn(move |request| {
-            let busy = activity.request_started();
-            let response = Arc::clone(&responder).respond(request);
-            async move {
-                let response = response.await;
-                drop(busy);
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        })
     };
-    let builder = protocols(&limits);
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    let mut draining = false;
-    loop {
-        let deadline = activity.deadline(&limits);
-        let wake = async {
-            match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
+    let connection = Served {
+        peer,
+        responder,
+        limits,
+        stop,
+        activity,
+    };
+    match tls {
+        None => connection.drive(TokioIo::new(tracked)).await,
+        Some(acceptor) => {
+            // The handshake counts against the header read timeout.
+            let handshake = acceptor.accept(tracked);
+            match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                Ok(Ok(stream)) => connection.drive(TokioIo::new(stream)).await,
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake not done in time: closing"),
             }
-        };
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+    }
+}
+
+/// One connection's request handling, over plain TCP or TLS.
+struct Served<R> {
+    peer: SocketAddr,
+    responder: Arc<R>,
+    limits: ConnectionLimits,
+    stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+}
+
+impl<R: Respond> Served<R> {
+    async fn drive<IO>(self, io: TokioIo<IO>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Served {
+            peer,
+            responder,
+            limits,
+            mut stop,
+            activity,
+        } = self;
+        let service = {
+            let activity = Arc::clone(&activity);
+            service_fn(move |request| {
+                let busy = activity.request_started();
+                let response = Arc::clone(&responder).respond(request);
+                async move {
+                    let response = response.await;
+                    drop(busy);
+                    Ok::<_, std::convert::Infallible>(response)
                 }
-                return;
-            }
-            _ = stop.changed(), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            () = activity.changed.notified() => {}
-            () = wake => match deadline.map(|(_, on_expiry)| on_expiry) {
-                Some(OnExpiry::Close) => {
-                    tracing::debug!(%peer, "request head not received in time: closing");
+            })
+        };
+        let builder = protocols(&limits);
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let mut draining = false;
+        loop {
+            let deadline = activity.deadline(&limits);
+            let wake = async {
+                match deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
                     return;
                 }
-                Some(OnExpiry::Drain) if !draining => {
+                _ = stop.changed(), if !draining => {
                     draining = true;
                     connection.as_mut().graceful_shutdown();
                 }
-                _ => {}
-            },
+                () = activity.changed.notified() => {}
+                () = wake => match deadline.map(|(_, on_expiry)| on_expiry) {
+                    Some(OnExpiry::Close) => {
+                        tracing::debug!(%peer, "request head not received in time: closing");
+                        return;
+                    }
+                    Some(OnExpiry::Drain) if !draining => {
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ => {}
+                },
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! requests finish for at most `server.shutdown_grace`.
 
 mod connection;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -25,8 +26,12 @@ use crate::admin::AdminState;
 use crate::cache::SnapshotError;
 use crate::config::Settings;
 use crate::handler::AppState;
+use crate::reload::Reloader;
 use crate::summary;
+use crate::telemetry::LogLevel;
 use connection::ConnectionLimits;
+use tls::CertResolver;
+use tokio_rustls::TlsAcceptor;
 
 /// Connections the admin listener holds at once.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -45,6 +50,7 @@ pub struct App {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
     state: Arc<AppState>,
+    tls: Option<Arc<CertResolver>>,
     settings: Settings,
 }
 
@@ -56,6 +62,10 @@ impl App {
         if let Some(path) = &settings.cache.snapshot_path {
             warm_start(&state, path).await;
         }
+        let tls = match &settings.server.tls {
+            Some(tls) => Some(Arc::new(CertResolver::load(tls).map_err(io::Error::other)?)),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.server.listen).await?;
         let admin_listener = match settings.server.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
@@ -65,8 +75,19 @@ impl App {
             listener,
             admin_listener,
             state,
+            tls,
             settings,
         })
+    }
+
+    /// What applies a new config to this proxy while it runs (SIGHUP).
+    pub fn reloader(&self, log_level: Option<LogLevel>) -> Reloader {
+        Reloader::new(
+            Arc::clone(&self.state),
+            self.settings.clone(),
+            self.tls.clone(),
+            log_level,
+        )
     }
 
     /// The public address actually bound (useful with port 0).
@@ -87,6 +108,7 @@ impl App {
             listener,
             admin_listener,
             state,
+            tls,
             settings,
         } = self;
         let server = settings.server;
@@ -94,7 +116,10 @@ impl App {
         // Every connection holds a sender; when all are gone, the drain is over.
         let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
         let limits = ConnectionLimits::from(&server);
-        let public = Listener::new(limits, server.max_connections, &stop_rx, &drained_tx);
+        let public = Listener {
+            tls: tls.as_ref().map(|resolver| resolver.acceptor()),
+            ..Listener::new(limits, server.max_connections, &stop_rx, &drained_tx)
+        };
         tracing::info!(listen = %listener.local_addr()?, "listening");
         let mut loops = vec![tokio::spawn(public.accept(listener, Arc::clone(&state)))];
         if let Some(admin_listener) = admin_listener {
@@ -167,6 +192,7 @@ struct Listener {
     slots: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
     drained: mpsc::Sender<()>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Listener {
@@ -181,6 +207,7 @@ impl Listener {
             slots: Arc::new(Semaphore::new(max_connections)),
             stop: stop.clone(),
             drained: drained.clone(),
+            tls: None,
         }
     }
 
@@ -210,8 +237,9 @@ impl Listener {
             let stop = self.stop.clone();
             let drained = self.drained.clone();
             let limits = self.limits;
+            let tls = self.tls.clone();
             tokio::spawn(async move {
-                connection::serve(stream, peer, responder, limits, stop).await;
+                connection::serve(stream, peer, responder, limits, stop, tls).await;
                 drop(slot);
                 drop(drained);
             });

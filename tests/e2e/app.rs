@@ -62,6 +62,8 @@ impl ConfigFile {
 /// A running proxy; stops when dropped.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Applies a new config to the running proxy, as SIGHUP does.
+    pub reloader: ayra_cache::reload::Reloader,
     /// The admin listener, when `server.admin_listen` was set.
     pub admin_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
@@ -82,6 +84,14 @@ impl TestApp {
             self.admin_addr.expect("an admin listener"),
             path
         )
+    }
+
+    /// Loads `config` as the binary would on SIGHUP and applies it.
+    pub fn reload(&self, config: &ConfigFile) -> ayra_cache::reload::ReloadReport {
+        let path = config.write(&self._dir);
+        let settings =
+            Settings::load_with_env(&path, Some(Default::default())).expect("valid config");
+        self.reloader.apply(&settings)
     }
 
     /// `GET path` with an optional bearer token.
@@ -110,12 +120,14 @@ pub async fn spawn_with(config: &ConfigFile) -> TestApp {
     let app = App::build(settings).await.expect("bind");
     let addr = app.local_addr().expect("local addr");
     let admin_addr = app.admin_addr();
+    let reloader = app.reloader(None);
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
+        reloader,
         admin_addr,
         client: reqwest::Client::new(),
         stop: Some(stop),

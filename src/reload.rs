@@ -1,0 +1,172 @@
+//! Live reload (SIGHUP): a new config's reloadable keys take effect at once; the others are named.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::handler::AppState;
+use crate::live::Live;
+use crate::server::tls::CertResolver;
+use crate::telemetry::LogLevel;
+
+/// Applies new settings to a running proxy.
+pub struct Reloader {
+    state: Arc<AppState>,
+    /// The settings the proxy started with: keys that need a restart keep these.
+    started: Settings,
+    tls: Option<Arc<CertResolver>>,
+    log_level: Option<LogLevel>,
+}
+
+/// What a reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Changed keys that only a restart applies; they keep their old values.
+    pub needs_restart: Vec<&'static str>,
+    /// Set when the new certificate pair was refused (the old one keeps serving).
+    pub tls_error: Option<String>,
+    /// Set when the new log level was refused (the old one stays).
+    pub log_error: Option<String>,
+}
+
+impl Reloader {
+    pub(crate) fn new(
+        state: Arc<AppState>,
+        started: Settings,
+        tls: Option<Arc<CertResolver>>,
+        log_level: Option<LogLevel>,
+    ) -> Reloader {
+        Reloader {
+            state,
+            started,
+            tls,
+            log_level,
+        }
+    }
+
+    /// Applies `new` (already validated): the live settings are swapped in
+    /// one step, the certificate and log level follow.
+    pub fn apply(&self, new: &Settings) -> ReloadReport {
+        self.state.live.store(Arc::new(Live::from_settings(new)));
+        let tls_error = match (&self.tls, &new.server.tls) {
+            (Some(resolver), Some(tls)) => resolver.reload(tls).err().map(|e| e.to_string()),
+            _ => None,
+        };
+        let log_error = self
+            .log_level
+            .as_ref()
+            .and_then(|log| log.set(&new.log.level).err());
+        ReloadReport {
+            needs_restart: restart_keys(&self.started, new),
+            tls_error,
+            log_error,
+        }
+    }
+}
+
+/// The keys whose change only a restart applies.
+fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let checks: [(&'static str, bool); 17] = [
+        ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.admin_listen",
+            old.server.admin_listen != new.server.admin_listen,
+        ),
+        (
+            "server.header_read_timeout",
+            old.server.header_read_timeout != new.server.header_read_timeout,
+        ),
+        (
+            "server.idle_timeout",
+            old.server.idle_timeout != new.server.idle_timeout,
+        ),
+        (
+            "server.max_connections",
+            old.server.max_connections != new.server.max_connections,
+        ),
+        (
+            "server.shutdown_grace",
+            old.server.shutdown_grace != new.server.shutdown_grace,
+        ),
+        (
+            "server.h2_max_concurrent_streams",
+            old.server.h2_max_concurrent_streams != new.server.h2_max_concurrent_streams,
+        ),
+        // Turning TLS on or off needs a restart; new paths are read at once.
+        (
+            "server.tls",
+            old.server.tls.is_some() != new.server.tls.is_some(),
+        ),
+        (
+            "upstream.base_url",
+            old.upstream.base_url != new.upstream.base_url,
+        ),
+        (
+            "upstream.connect_timeout",
+            old.upstream.connect_timeout != new.upstream.connect_timeout,
+        ),
+        (
+            "upstream.pool_idle_timeout",
+            old.upstream.pool_idle_timeout != new.upstream.pool_idle_timeout,
+        ),
+        (
+            "upstream.max_body",
+            old.upstream.max_body != new.upstream.max_body,
+        ),
+        (
+            "upstream.max_concurrency",
+            old.upstream.max_concurrency != new.upstream.max_concurrency,
+        ),
+        (
+            "cache.max_bytes",
+            old.cache.max_bytes != new.cache.max_bytes,
+        ),
+        (
+            "cache.snapshot_path",
+            old.cache.snapshot_path != new.cache.snapshot_path,
+        ),
+        ("log.format", old.log.format != new.log.format),
+        (
+            "log.summary_interval",
+            old.log.summary_interval != new.log.summary_interval,
+        ),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+}
+
+/// Re-reads `path` (and the environment) on every SIGHUP and applies it; an
+/// invalid file changes nothing and the error names the key.
+#[cfg(unix)]
+pub async fn on_sighup(reloader: Reloader, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: live reload is off");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match Settings::load(&path) {
+            Err(error) => tracing::error!(%error, "config reload refused: nothing changed"),
+            Ok(new) => log_report(&reloader.apply(&new)),
+        }
+    }
+}
+
+fn log_report(report: &ReloadReport) {
+    if let Some(error) = &report.tls_error {
+        tracing::error!(%error, "new TLS certificate refused: the old one keeps serving");
+    }
+    if let Some(error) = &report.log_error {
+        tracing::error!(%error, "new log level refused");
+    }
+    if report.needs_restart.is_empty() {
+        tracing::info!("config reloaded");
+    } else {
+        tracing::warn!(
+            keys = %report.needs_restart.join(", "),
+            "config reloaded; these keys keep their old values until a restart"
+        );
+    }
+}

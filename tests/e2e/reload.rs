@@ -1,0 +1,161 @@
+//! Live reload: SIGHUP applies the reloadable keys, names the others, and keeps the cache and connections.
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::app::{spawn_with, ConfigFile};
+use crate::binary::{free_port, start, wait_for_exit};
+use crate::cached_route::header;
+use crate::standin::StandIn;
+
+fn digest(token: &str) -> String {
+    format!("[\"{}\"]", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+fn proxy_key_config(standin: &StandIn, token: &str) -> ConfigFile {
+    let mut config = ConfigFile::for_upstream(&standin.base_url());
+    config
+        .set("upstream.api_key", "\"sk_proxy\"")
+        .set("auth.client_tokens_sha256", &digest(token));
+    config
+}
+
+async fn status(app: &crate::app::TestApp, client: &reqwest::Client, token: &str) -> (u16, String) {
+    let response = client
+        .get(app.url("/v1/conversations/conv_rl"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), header(&response, "x-cache"))
+}
+
+#[tokio::test]
+async fn a_reload_swaps_tokens_keeps_entries_and_connections_and_names_restart_keys() {
+    let standin = StandIn::spawn().await;
+    let app = spawn_with(&proxy_key_config(&standin, "token-old")).await;
+    // One client, one pooled keep-alive connection across the reload.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    assert_eq!(
+        status(&app, &client, "token-old").await,
+        (200, "MISS".into())
+    );
+    assert_eq!(status(&app, &client, "token-new").await.0, 401);
+
+    let mut changed = proxy_key_config(&standin, "token-new");
+    changed
+        .set("server.listen", "\"127.0.0.1:1\"")
+        .set("cache.max_bytes", "\"1MiB\"")
+        .set("upstream.timeout", "\"5s\"");
+    let report = app.reload(&changed);
+    assert_eq!(report.needs_restart, ["server.listen", "cache.max_bytes"]);
+    assert_eq!(
+        status(&app, &client, "token-new").await,
+        (200, "HIT".into()),
+        "the entry survived"
+    );
+    assert_eq!(
+        status(&app, &client, "token-old").await.0,
+        401,
+        "the removed token is refused"
+    );
+    assert_eq!(standin.requests_for("conv_rl").await, 1);
+}
+
+#[tokio::test]
+async fn reloaded_cache_rules_apply_to_new_requests() {
+    let standin = StandIn::spawn().await;
+    standin
+        .set("conv_live", serde_json::json!({"status": "in_progress"}))
+        .await;
+    let config = ConfigFile::for_upstream(&standin.base_url());
+    let app = spawn_with(&config).await;
+    let path = "/v1/conversations/conv_live";
+    assert_eq!(header(&app.get(path, Some("k")).await, "x-cache"), "MISS");
+    assert_eq!(header(&app.get(path, Some("k")).await, "x-cache"), "MISS");
+    let mut micro = ConfigFile::for_upstream(&standin.base_url());
+    micro.set("cache.in_progress_ttl", "\"5s\"");
+    assert!(app.reload(&micro).needs_restart.is_empty());
+    assert_eq!(header(&app.get(path, Some("k")).await, "x-cache"), "MISS");
+    assert_eq!(header(&app.get(path, Some("k")).await, "x-cache"), "HIT");
+}
+
+fn logs_of(running: &mut crate::binary::Running) -> String {
+    let mut logs = String::new();
+    running
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    logs
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_binary_and_an_invalid_file_changes_nothing() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let standin = StandIn::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("\"127.0.0.1:{port}\"");
+    let mut config = proxy_key_config(&standin, "token-a");
+    config
+        .set("server.listen", &listen)
+        .set("log.level", "\"info\"");
+    let path = config.write(&dir);
+    let mut running = start(&path, &[], format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let pid = Pid::from_raw(running.child.id() as i32);
+    let url = format!("http://127.0.0.1:{port}/v1/conversations/conv_hup");
+    let client = reqwest::Client::new();
+    let get = |token: &'static str| client.get(&url).bearer_auth(token).send();
+    assert_eq!(get("token-a").await.unwrap().status(), 200);
+
+    // A broken file: refused, nothing changes.
+    std::fs::write(&path, config.render() + "[cache]\nbogus_key = 1\n").unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get("token-a").await.unwrap().status(), 200);
+
+    // A good one: token-b replaces token-a at once.
+    let mut next = proxy_key_config(&standin, "token-b");
+    next.set("server.listen", &listen)
+        .set("log.level", "\"info\"");
+    std::fs::write(&path, next.render()).unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hit = get("token-b").await.unwrap();
+    assert_eq!(hit.status(), 200);
+    assert_eq!(header(&hit, "x-cache"), "HIT");
+    assert_eq!(get("token-a").await.unwrap().status(), 401);
+
+    crate::binary::sigterm(&running.child);
+    assert_eq!(
+        wait_for_exit(&mut running.child, Duration::from_secs(5)),
+        Some(0)
+    );
+    let logs = logs_of(&mut running);
+    let events: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let refused = events
+        .iter()
+        .find(|e| e["message"] == "config reload refused: nothing changed")
+        .expect(&logs);
+    assert!(refused["error"]
+        .as_str()
+        .unwrap()
+        .contains("cache.bogus_key"));
+    assert!(
+        events.iter().any(|e| e["message"] == "config reloaded"),
+        "{logs}"
+    );
+}
