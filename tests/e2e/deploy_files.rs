@@ -1022,3 +1022,12 @@ fn promtool_accepts_the_rules_their_tests_and_the_scrape_config() {
         show(&output)
     );
 }
+
+#[test]
+fn systemctl_reload_checks_the_config_then_sends_sighup() {
+    let unit = unit_text();
+    let reload = unit_values(&unit, "ExecReload");
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    assert!(reload[0].contains(&format!("--check-config --config {CONFIG_PATH}")));
+    assert!(reload[1].contains("-HUP $MAINPID"), "{}", reload[1]);
+}
