@@ -66,7 +66,7 @@ impl Reloader {
 
 /// The keys whose change only a restart applies.
 fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 17] = [
+    let checks: [(&'static str, bool); 18] = [
         ("server.listen", old.server.listen != new.server.listen),
         (
             "server.admin_listen",

@@ -20,7 +20,7 @@ mod store;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::CacheSettings;
 use crate::error::UpstreamError;
@@ -73,6 +73,16 @@ impl CacheRules {
     }
 }
 
+/// moka's own cap on any entry's life, fixed at start: the longest fresh plus
+/// stale life the settings allow. Each entry's own instants end it earlier.
+pub fn lifetime_cap(settings: &CacheSettings) -> Duration {
+    settings
+        .max_ttl
+        .saturating_add(settings.stale_if_error)
+        .max(settings.in_progress_ttl)
+        .max(settings.not_found_ttl)
+}
+
 /// The in-memory cache and its flights; the rules come with each call.
 pub struct Cache {
     crew: FlightCrew,
@@ -86,14 +96,9 @@ impl Cache {
             let metrics = Arc::clone(&metrics);
             move |cause| metrics.eviction(cause)
         };
-        // moka's own cap: no entry outlives its fresh life plus its stale life.
-        let longest = settings.max_ttl.saturating_add(settings.stale_if_error);
-        let longest = longest
-            .max(settings.in_progress_ttl)
-            .max(settings.not_found_ttl);
         Cache {
             crew: FlightCrew {
-                store: Store::new(settings.max_bytes, longest, on_evict),
+                store: Store::new(settings.max_bytes, lifetime_cap(settings), on_evict),
                 metrics,
                 precompressor: Arc::new(Precompressor::new()),
             },
