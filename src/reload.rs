@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::cache::lifetime_cap;
 use crate::config::Settings;
 use crate::handler::AppState;
 use crate::live::Live;
@@ -120,6 +121,11 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
         (
             "cache.max_bytes",
             old.cache.max_bytes != new.cache.max_bytes,
+        ),
+        // Lifetimes past the cap fixed at start apply only up to it until a restart.
+        (
+            "cache.max_ttl",
+            lifetime_cap(&new.cache) > lifetime_cap(&old.cache),
         ),
         (
             "cache.snapshot_path",
