@@ -159,3 +159,15 @@ async fn sighup_reloads_the_binary_and_an_invalid_file_changes_nothing() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn lifetimes_past_the_start_time_cap_are_named_for_a_restart() {
+    let standin = StandIn::spawn().await;
+    let app = spawn_with(&ConfigFile::for_upstream(&standin.base_url())).await;
+    let mut shorter = ConfigFile::for_upstream(&standin.base_url());
+    shorter.set("cache.max_ttl", "\"10m\"");
+    assert!(app.reload(&shorter).needs_restart.is_empty());
+    let mut longer = ConfigFile::for_upstream(&standin.base_url());
+    longer.set("cache.max_ttl", "\"3h\"");
+    assert_eq!(app.reload(&longer).needs_restart, ["cache.max_ttl"]);
+}
