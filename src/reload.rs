@@ -65,80 +65,42 @@ impl Reloader {
     }
 }
 
+/// `("section.key", changed)` for each named key, the name written once.
+macro_rules! changes {
+    ($old:ident, $new:ident: $($section:ident . $key:ident),+ $(,)?) => {
+        [$((
+            concat!(stringify!($section), ".", stringify!($key)),
+            $old.$section.$key != $new.$section.$key,
+        )),+]
+    };
+}
+
 /// The keys whose change only a restart applies.
 fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 18] = [
-        ("server.listen", old.server.listen != new.server.listen),
-        (
-            "server.admin_listen",
-            old.server.admin_listen != new.server.admin_listen,
-        ),
-        (
-            "server.header_read_timeout",
-            old.server.header_read_timeout != new.server.header_read_timeout,
-        ),
-        (
-            "server.idle_timeout",
-            old.server.idle_timeout != new.server.idle_timeout,
-        ),
-        (
-            "server.max_connections",
-            old.server.max_connections != new.server.max_connections,
-        ),
-        (
-            "server.shutdown_grace",
-            old.server.shutdown_grace != new.server.shutdown_grace,
-        ),
-        (
-            "server.h2_max_concurrent_streams",
-            old.server.h2_max_concurrent_streams != new.server.h2_max_concurrent_streams,
-        ),
+    let plain = changes!(old, new:
+        server.listen, server.admin_listen, server.header_read_timeout,
+        server.idle_timeout, server.max_connections, server.shutdown_grace,
+        server.h2_max_concurrent_streams,
+        upstream.base_url, upstream.connect_timeout, upstream.pool_idle_timeout,
+        upstream.max_body, upstream.max_concurrency,
+        cache.max_bytes, cache.snapshot_path,
+        log.format, log.summary_interval,
+    );
+    let special = [
         // Turning TLS on or off needs a restart; new paths are read at once.
         (
             "server.tls",
             old.server.tls.is_some() != new.server.tls.is_some(),
         ),
-        (
-            "upstream.base_url",
-            old.upstream.base_url != new.upstream.base_url,
-        ),
-        (
-            "upstream.connect_timeout",
-            old.upstream.connect_timeout != new.upstream.connect_timeout,
-        ),
-        (
-            "upstream.pool_idle_timeout",
-            old.upstream.pool_idle_timeout != new.upstream.pool_idle_timeout,
-        ),
-        (
-            "upstream.max_body",
-            old.upstream.max_body != new.upstream.max_body,
-        ),
-        (
-            "upstream.max_concurrency",
-            old.upstream.max_concurrency != new.upstream.max_concurrency,
-        ),
-        (
-            "cache.max_bytes",
-            old.cache.max_bytes != new.cache.max_bytes,
-        ),
-        // Lifetimes past the cap fixed at start apply only up to it until a restart.
+        // Lifetimes past the cap fixed at start apply only up to it.
         (
             "cache.max_ttl",
             lifetime_cap(&new.cache) > lifetime_cap(&old.cache),
         ),
-        (
-            "cache.snapshot_path",
-            old.cache.snapshot_path != new.cache.snapshot_path,
-        ),
-        ("log.format", old.log.format != new.log.format),
-        (
-            "log.summary_interval",
-            old.log.summary_interval != new.log.summary_interval,
-        ),
     ];
-    checks
+    plain
         .into_iter()
+        .chain(special)
         .filter_map(|(key, changed)| changed.then_some(key))
         .collect()
 }

@@ -81,6 +81,35 @@ pub struct Running {
     pub addr: SocketAddr,
 }
 
+impl Running {
+    /// Everything the process wrote to stderr (call once it has exited).
+    pub fn logs(&mut self) -> String {
+        use std::io::Read;
+        let mut logs = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut logs).unwrap();
+        }
+        logs
+    }
+
+    /// Sends SIGTERM, expects a clean exit within 5 s, and returns the log.
+    pub fn stop(&mut self) -> String {
+        sigterm(&self.child);
+        assert_eq!(
+            wait_for_exit(&mut self.child, Duration::from_secs(5)),
+            Some(0)
+        );
+        self.logs()
+    }
+}
+
+/// The JSON events of a log, in order.
+pub fn json_events(logs: &str) -> Vec<Value> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -169,22 +198,13 @@ async fn the_binary_serves_logs_one_json_event_per_request_and_drains_on_sigterm
     let status = wait_for_exit(&mut running.child, Duration::from_secs(5));
     assert_eq!(status, Some(0));
 
-    let mut logs = String::new();
-    use std::io::Read;
-    running
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = running.logs();
     assert!(
         !logs.contains("tok-secret-1") && !logs.contains("007\""),
         "{logs}"
     );
-    let access: Vec<Value> = logs
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    let access: Vec<Value> = json_events(&logs)
+        .into_iter()
         .filter(|event| event["target"] == "ayra_cache::access")
         .collect();
     assert_eq!(access.len(), 3, "{logs}");
@@ -289,18 +309,9 @@ async fn a_summary_event_is_logged_every_interval() {
         wait_for_exit(&mut running.child, Duration::from_secs(5)),
         Some(0)
     );
-    let mut logs = String::new();
-    use std::io::Read;
-    running
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    let summaries: Vec<Value> = logs
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    let logs = running.logs();
+    let summaries: Vec<Value> = json_events(&logs)
+        .into_iter()
         .filter(|event| event["target"] == "ayra_cache::summary")
         .collect();
     assert!(summaries.len() >= 2, "{logs}");

@@ -1,13 +1,11 @@
 //! Live reload: SIGHUP applies the reloadable keys, names the others, and keeps the cache and connections.
 
-use std::io::Read;
 use std::time::Duration;
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::app::{spawn_with, ConfigFile};
-use crate::binary::{free_port, start, wait_for_exit};
+use crate::binary::{free_port, json_events, start};
 use crate::cached_route::header;
 use crate::standin::StandIn;
 
@@ -86,18 +84,6 @@ async fn reloaded_cache_rules_apply_to_new_requests() {
     assert_eq!(header(&app.get(path, Some("k")).await, "x-cache"), "HIT");
 }
 
-fn logs_of(running: &mut crate::binary::Running) -> String {
-    let mut logs = String::new();
-    running
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    logs
-}
-
 #[tokio::test]
 async fn sighup_reloads_the_binary_and_an_invalid_file_changes_nothing() {
     use nix::sys::signal::{kill, Signal};
@@ -136,16 +122,8 @@ async fn sighup_reloads_the_binary_and_an_invalid_file_changes_nothing() {
     assert_eq!(header(&hit, "x-cache"), "HIT");
     assert_eq!(get("token-a").await.unwrap().status(), 401);
 
-    crate::binary::sigterm(&running.child);
-    assert_eq!(
-        wait_for_exit(&mut running.child, Duration::from_secs(5)),
-        Some(0)
-    );
-    let logs = logs_of(&mut running);
-    let events: Vec<Value> = logs
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let logs = running.stop();
+    let events = json_events(&logs);
     let refused = events
         .iter()
         .find(|e| e["message"] == "config reload refused: nothing changed")

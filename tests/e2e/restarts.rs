@@ -1,13 +1,12 @@
 //! Warm restarts: the real binary writes its cache on SIGTERM and reads it back at start.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::app::ConfigFile;
-use crate::binary::{free_port, sigterm, start, wait_for_exit, Running};
+use crate::binary::{free_port, json_events, start, Running};
 use crate::cached_route::{header, serial};
 use crate::standin::StandIn;
 
@@ -40,20 +39,12 @@ async fn get(running: &Running, id: &str) -> (String, Option<u64>) {
 
 /// Stops the proxy with SIGTERM and returns its log.
 fn stop(mut running: Running) -> String {
-    sigterm(&running.child);
-    assert_eq!(
-        wait_for_exit(&mut running.child, Duration::from_secs(5)),
-        Some(0)
-    );
-    let mut logs = String::new();
-    let mut stderr = running.child.stderr.take().unwrap();
-    stderr.read_to_string(&mut logs).unwrap();
-    logs
+    running.stop()
 }
 
 fn event(logs: &str, message: &str) -> Option<Value> {
-    logs.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    json_events(logs)
+        .into_iter()
         .find(|event| event["message"] == message)
 }
 
