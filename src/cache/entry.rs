@@ -61,7 +61,11 @@ impl CachedResponse {
         let mut headers = HeaderMap::with_capacity(KEPT_HEADERS.len() + 3);
         for name in KEPT_HEADERS {
             for value in upstream_headers.get_all(&name) {
-                headers.append(name.clone(), value.clone());
+                // A parsed header value shares the whole read buffer it was
+                // parsed from: keep a copy of the bytes, not the buffer.
+                if let Ok(owned) = HeaderValue::from_bytes(value.as_bytes()) {
+                    headers.append(name.clone(), owned);
+                }
             }
         }
         let upstream_age = upstream_headers
