@@ -22,6 +22,9 @@ const KEPT_HEADERS: [HeaderName; 4] = [
     header::CONTENT_LANGUAGE,
 ];
 
+/// The largest `Age` kept (RFC 9111 section 1.2.2: 2^31 seconds).
+const MAX_AGE_SECS: u64 = 1 << 31;
+
 /// One cached conversation answer.
 #[derive(Debug)]
 pub struct CachedResponse {
@@ -68,9 +71,10 @@ impl CachedResponse {
                 }
             }
         }
+        // RFC 9111 caps an age at 2^31 seconds; a larger one is taken as that.
         let upstream_age = upstream_headers
             .typed_get::<Age>()
-            .map(|age| Duration::from_secs(age.as_secs()))
+            .map(|age| Duration::from_secs(age.as_secs().min(MAX_AGE_SECS)))
             .unwrap_or_default();
         // The body may be a slice of a larger read buffer: keep an exact copy,
         // so what the weigher counts is what the entry holds.
@@ -206,7 +210,9 @@ impl CachedResponse {
 
     /// The `age` to send: seconds held here plus the upstream's own `Age`.
     pub fn age(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.received_at) + self.upstream_age).as_secs()
+        now.saturating_duration_since(self.received_at)
+            .saturating_add(self.upstream_age)
+            .as_secs()
     }
 
     /// Bytes this entry holds, for the cache's byte bound.
@@ -318,6 +324,17 @@ mod tests {
         let e = entry(&upstream, t0, Duration::from_secs(100));
         assert_eq!(e.age(t0), 7);
         assert_eq!(e.age(t0 + Duration::from_millis(2_500)), 9);
+        let mut absurd = HeaderMap::new();
+        absurd.insert(
+            header::AGE,
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        let huge = entry(&absurd, t0, Duration::from_secs(100));
+        assert_eq!(
+            huge.age(t0 + Duration::from_secs(5)),
+            (1 << 31) + 5,
+            "capped, never a panic"
+        );
         let plain = entry(&HeaderMap::new(), t0, Duration::from_secs(100));
         assert_eq!(plain.age(t0 + Duration::from_secs(3)), 3);
     }

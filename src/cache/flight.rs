@@ -10,7 +10,7 @@ use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use super::policy::{Answer, EntryKind, NoStoreReason};
 use super::precompress::Precompressor;
-use super::store::{Inserted, Store};
+use super::store::{Epoch, Inserted, PurgeScope, Store};
 use super::CacheRules;
 use crate::error::UpstreamError;
 use crate::metrics::{EvictionCause, Metrics};
@@ -87,7 +87,7 @@ impl FlightCrew {
     where
         F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
     {
-        let epoch = self.store.epoch();
+        let mut epoch = self.store.epoch(&key.id);
         let stale = match purpose {
             Purpose::Refresh => None,
             Purpose::Demand => match self.store.get(&key, Instant::now()).await {
@@ -120,6 +120,8 @@ impl FlightCrew {
         };
         if stale.is_some() {
             self.drop_refused(&key, response.status).await;
+            // Our own drop is not a purge this answer must yield to.
+            epoch = self.store.epoch(&key.id);
         }
         let stored = self
             .store_if_allowed(key, &response, purpose, epoch, &rules)
@@ -139,7 +141,9 @@ impl FlightCrew {
         if status == StatusCode::NOT_FOUND {
             let (partition, id) = (key.partition, key.id.clone());
             self.store
-                .purge_where(|held| held.partition == partition && held.id == id)
+                .purge_where(PurgeScope::Conversation(&key.id), |held| {
+                    held.partition == partition && held.id == id
+                })
                 .await;
         } else if status == StatusCode::FORBIDDEN {
             self.store.remove(key).await;
@@ -153,7 +157,7 @@ impl FlightCrew {
         key: CacheKey,
         response: &UpstreamResponse,
         purpose: Purpose,
-        epoch: u64,
+        epoch: Epoch,
         rules: &CacheRules,
     ) -> Result<Arc<CachedResponse>, NoStoreReason> {
         let decision = rules.policy.decide(&Answer {
@@ -169,9 +173,13 @@ impl FlightCrew {
             }
             other => other,
         };
-        self.metrics
-            .store_decision(decision.as_ref().err().copied());
-        let lifetime = decision?;
+        let lifetime = match decision {
+            Ok(lifetime) => lifetime,
+            Err(reason) => {
+                self.metrics.store_decision(Some(reason));
+                return Err(reason);
+            }
+        };
         let entry = Arc::new(CachedResponse::new(
             response.status,
             &response.headers,
@@ -183,13 +191,17 @@ impl FlightCrew {
             .store
             .insert_unless_superseded(key.clone(), Arc::clone(&entry), epoch)
             .await;
-        if inserted == Inserted::Replaced {
-            self.metrics.eviction(EvictionCause::Replaced);
+        match inserted {
+            Inserted::Refused => {
+                self.metrics.store_decision(Some(NoStoreReason::Superseded));
+                return Err(NoStoreReason::Superseded);
+            }
+            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced),
+            Inserted::New => {}
         }
-        if inserted != Inserted::Refused {
-            self.precompressor
-                .start(&self.store, key, Arc::clone(&entry), &rules.encodings);
-        }
+        self.metrics.store_decision(None);
+        self.precompressor
+            .start(&self.store, key, Arc::clone(&entry), &rules.encodings);
         Ok(entry)
     }
 }

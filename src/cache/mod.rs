@@ -36,7 +36,7 @@ use key::CacheKey;
 use policy::StorePolicy;
 use precompress::Precompressor;
 pub use snapshot::SnapshotError;
-use store::Store;
+use store::{PurgeScope, Store};
 
 /// How much the cache holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,12 +153,15 @@ impl Cache {
     /// Drops every entry of conversation `id` (every flag variant, every
     /// credential); returns how many.
     pub async fn purge_conversation(&self, id: &ConversationId) -> u64 {
-        self.crew.store.purge_where(|key| key.id == *id).await
+        self.crew
+            .store
+            .purge_where(PurgeScope::Conversation(id), |key| key.id == *id)
+            .await
     }
 
     /// Drops every entry; returns how many.
     pub async fn purge_all(&self) -> u64 {
-        self.crew.store.purge_where(|_| true).await
+        self.crew.store.purge_where(PurgeScope::All, |_| true).await
     }
 
     /// Writes every usable entry to `path`, giving up at `deadline`; returns
@@ -199,7 +202,7 @@ impl Cache {
         for (key, entry) in entries {
             let entry = Arc::new(entry);
             store
-                .insert_unless_superseded(key.clone(), Arc::clone(&entry), store.epoch())
+                .insert_unless_superseded(key.clone(), Arc::clone(&entry), store.epoch(&key.id))
                 .await;
             self.crew
                 .precompressor

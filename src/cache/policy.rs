@@ -28,6 +28,8 @@ pub enum NoStoreReason {
     MissingExpiry,
     /// The recording URL dies before the entry would be worth keeping.
     LifetimeTooShort,
+    /// A purge of this conversation, or a newer answer, came while it was fetched.
+    Superseded,
 }
 
 impl NoStoreReason {
@@ -41,6 +43,7 @@ impl NoStoreReason {
             NoStoreReason::AnalyticsPending => "analytics_pending",
             NoStoreReason::MissingExpiry => "missing_expiry",
             NoStoreReason::LifetimeTooShort => "lifetime_too_short",
+            NoStoreReason::Superseded => "superseded",
         }
     }
 }
@@ -203,11 +206,31 @@ impl StorePolicy {
     }
 }
 
+/// `no-store` or `private` in any `Cache-Control` header, in any case, with
+/// or without arguments, forbids storing. A header that does not parse as a
+/// list of directives forbids it too: when unsure, do not store.
 fn refuse_no_store(headers: &HeaderMap) -> Result<(), NoStoreReason> {
-    match headers.typed_get::<CacheControl>() {
-        Some(cache_control) if cache_control.no_store() => Err(NoStoreReason::NoStore),
-        _ => Ok(()),
+    let values = headers.get_all(header::CACHE_CONTROL);
+    if values.iter().next().is_none() {
+        return Ok(());
     }
+    if values
+        .iter()
+        .any(|value| value.to_str().map_or(true, forbids_storing))
+    {
+        return Err(NoStoreReason::NoStore);
+    }
+    match headers.typed_get::<CacheControl>() {
+        Some(_) => Ok(()),
+        None => Err(NoStoreReason::NoStore),
+    }
+}
+
+fn forbids_storing(value: &str) -> bool {
+    value.split(',').any(|directive| {
+        let name = directive.split(['=', ';']).next().unwrap_or("").trim();
+        name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("private")
+    })
 }
 
 /// `Date` has one-second resolution: the answer may have been signed up to

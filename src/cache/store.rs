@@ -4,8 +4,9 @@
 //! instants as well, so nothing is served past its deadline even before
 //! moka's housekeeping has run.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
@@ -15,6 +16,7 @@ use moka::Expiry;
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use crate::metrics::EvictionCause;
+use crate::route::ConversationId;
 
 /// What [`Store::insert_unless_superseded`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +33,67 @@ pub enum Inserted {
 #[derive(Clone)]
 pub struct Store {
     entries: moka::future::Cache<CacheKey, Arc<CachedResponse>>,
-    /// Bumped by every purge: a fetch that began before a purge must not
-    /// store its answer after it.
-    epoch: Arc<AtomicU64>,
+    /// Purge epochs: a fetch that began before a purge of its conversation
+    /// must not store its answer after it.
+    epochs: Arc<Epochs>,
+}
+
+/// The purge epoch of one conversation, as a fetch saw it when it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    all: u64,
+    conversation: u64,
+}
+
+/// Purge counters: one for purges of everything, one per purged conversation.
+#[derive(Default)]
+struct Epochs {
+    all: AtomicU64,
+    by_conversation: Mutex<HashMap<ConversationId, u64>>,
+}
+
+/// Past this many purged conversations remembered, the map starts over
+/// (bumping `all`, so fetches in flight then are conservatively not stored).
+const MAX_REMEMBERED_PURGES: usize = 100_000;
+
+impl Epochs {
+    fn of(&self, id: &ConversationId) -> Epoch {
+        let by_conversation = self.lock();
+        Epoch {
+            all: self.all.load(Ordering::Acquire),
+            conversation: by_conversation.get(id).copied().unwrap_or(0),
+        }
+    }
+
+    fn bump(&self, scope: PurgeScope<'_>) {
+        match scope {
+            PurgeScope::All => {
+                self.all.fetch_add(1, Ordering::AcqRel);
+            }
+            PurgeScope::Conversation(id) => {
+                let mut by_conversation = self.lock();
+                if by_conversation.len() >= MAX_REMEMBERED_PURGES {
+                    by_conversation.clear();
+                    self.all.fetch_add(1, Ordering::AcqRel);
+                }
+                *by_conversation.entry(id.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, u64>> {
+        self.by_conversation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a purge covers.
+#[derive(Debug, Clone, Copy)]
+pub enum PurgeScope<'a> {
+    All,
+    /// One conversation (some or all of its entries).
+    Conversation(&'a ConversationId),
 }
 
 impl Store {
@@ -57,7 +117,7 @@ impl Store {
             .build();
         Store {
             entries,
-            epoch: Arc::default(),
+            epochs: Arc::default(),
         }
     }
 
@@ -69,9 +129,10 @@ impl Store {
             .filter(|entry| entry.freshness(now) != Freshness::Dead)
     }
 
-    /// The purge epoch now; pass it to [`Store::insert_unless_superseded`].
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    /// The purge epoch of conversation `id` now; pass it to
+    /// [`Store::insert_unless_superseded`].
+    pub fn epoch(&self, id: &ConversationId) -> Epoch {
+        self.epochs.of(id)
     }
 
     /// Stores `entry` unless a purge happened since `epoch` or the entry held
@@ -80,15 +141,16 @@ impl Store {
         &self,
         key: CacheKey,
         entry: Arc<CachedResponse>,
-        epoch: u64,
+        epoch: Epoch,
     ) -> Inserted {
+        let id = key.id.clone();
         let result = self
             .entries
             .entry(key)
             .and_compute_with(|current| {
                 let newer_held =
                     current.is_some_and(|held| held.value().received_at() > entry.received_at());
-                let op = if newer_held || self.epoch() != epoch {
+                let op = if newer_held || self.epoch(&id) != epoch {
                     Op::Nop
                 } else {
                     Op::Put(entry)
@@ -133,9 +195,13 @@ impl Store {
         self.entries.remove(key).await;
     }
 
-    /// Drops every entry `drop` picks; returns how many were dropped.
-    pub async fn purge_where(&self, drop: impl Fn(&CacheKey) -> bool) -> u64 {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+    /// Drops every entry within `scope` that `drop` picks; returns how many.
+    pub async fn purge_where(
+        &self,
+        scope: PurgeScope<'_>,
+        drop: impl Fn(&CacheKey) -> bool,
+    ) -> u64 {
+        self.epochs.bump(scope);
         let mut purged = 0;
         for (key, _) in self.entries.iter() {
             if drop(&key) && self.entries.remove(&*key).await.is_some() {
@@ -236,7 +302,7 @@ mod tests {
         let t0 = Instant::now();
         let newer = entry(10, t0 + Duration::from_secs(1), Duration::from_secs(60));
         let older = entry(20, t0, Duration::from_secs(60));
-        let epoch = store.epoch();
+        let epoch = store.epoch(&key("a").id);
         assert_eq!(
             store.insert_unless_superseded(key("a"), newer, epoch).await,
             Inserted::New
@@ -247,12 +313,38 @@ mod tests {
         );
         assert_eq!(store.get(&key("a"), t0).await.unwrap().body().len(), 10);
 
-        let before_purge = store.epoch();
-        assert_eq!(store.purge_where(|_| true).await, 1);
+        let before_purge = store.epoch(&key("a").id);
+        assert_eq!(store.purge_where(PurgeScope::All, |_| true).await, 1);
         let late = entry(30, t0 + Duration::from_secs(2), Duration::from_secs(60));
         let late = store.insert_unless_superseded(key("a"), late, before_purge);
         assert_eq!(late.await, Inserted::Refused);
         assert!(store.get(&key("a"), t0).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_purge_of_one_conversation_does_not_stop_another_from_storing() {
+        let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+        let t0 = Instant::now();
+        let b_epoch = store.epoch(&key("b").id);
+        let a = key("a").id;
+        store
+            .purge_where(PurgeScope::Conversation(&a), |k| k.id == a)
+            .await;
+        let b = entry(10, t0, Duration::from_secs(60));
+        let stored = store.insert_unless_superseded(key("b"), b, b_epoch).await;
+        assert_eq!(stored, Inserted::New);
+        let a_late = store
+            .insert_unless_superseded(
+                key("a"),
+                entry(10, t0, Duration::from_secs(60)),
+                store.epoch(&a),
+            )
+            .await;
+        assert_eq!(
+            a_late,
+            Inserted::New,
+            "a fetch begun after the purge stores"
+        );
     }
 
     #[tokio::test]
@@ -263,7 +355,7 @@ mod tests {
             .insert_unless_superseded(
                 key("a"),
                 entry(10, t0, Duration::from_secs(5)),
-                store.epoch(),
+                store.epoch(&key("a").id),
             )
             .await;
         assert!(store.get(&key("a"), t0).await.is_some());
@@ -281,14 +373,14 @@ mod tests {
             .insert_unless_superseded(
                 key("a"),
                 entry(10, t0, Duration::from_millis(50)),
-                store.epoch(),
+                store.epoch(&key("a").id),
             )
             .await;
         store
             .insert_unless_superseded(
                 key("a"),
                 entry(10, t0, Duration::from_secs(60)),
-                store.epoch(),
+                store.epoch(&key("a").id),
             )
             .await;
         tokio::time::sleep(Duration::from_millis(120)).await;
@@ -306,7 +398,7 @@ mod tests {
                 .insert_unless_superseded(
                     key(&id),
                     entry(10_000, t0, Duration::from_secs(60)),
-                    store.epoch(),
+                    store.epoch(&key(&id).id),
                 )
                 .await;
         }

@@ -119,9 +119,19 @@ fn check_auth_mode(settings: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// No duration in the config may exceed this (a year): larger values are typos,
+/// and some would overflow the cache's and the runtime's clocks.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+/// No count in the config may exceed this.
+const MAX_COUNT: usize = 1_000_000;
+
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text)
-        .map_err(|e| ConfigError::invalid(key, format!("{text:?} is not a duration ({e})")))
+    let value = humantime::parse_duration(text)
+        .map_err(|e| ConfigError::invalid(key, format!("{text:?} is not a duration ({e})")))?;
+    if value > MAX_DURATION {
+        return Err(ConfigError::invalid(key, "must be at most a year"));
+    }
+    Ok(value)
 }
 
 fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -191,8 +201,11 @@ fn fraction(key: &str, value: f64) -> Result<f64, ConfigError> {
 }
 
 fn at_least_one(key: &str, value: usize) -> Result<usize, ConfigError> {
-    if value == 0 {
-        return Err(ConfigError::invalid(key, "must be at least 1"));
+    if value == 0 || value > MAX_COUNT {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be between 1 and {MAX_COUNT}"),
+        ));
     }
     Ok(value)
 }
@@ -360,6 +373,15 @@ mod tests {
             ),
             ("[cache]\nrefresh_ahead = 1.5\n", "cache.refresh_ahead"),
             ("[cache]\ncompression = [\"lzma\"]\n", "cache.compression"),
+            ("[cache]\nmax_ttl = \"1000years\"\n", "cache.max_ttl"),
+            (
+                "[upstream]\nmax_concurrency = 3000000000000000000\n",
+                "upstream.max_concurrency",
+            ),
+            (
+                "[server]\nmax_connections = 2000000\n",
+                "server.max_connections",
+            ),
             (
                 "[cache]\nstale_if_error = \"-1s\"\n",
                 "cache.stale_if_error",

@@ -1,26 +1,19 @@
-//! One client connection: HTTP/1.1 or HTTP/2, with head limits, a header read timeout and an idle timeout.
-//!
-//! hyper's own header timeout starts as soon as a keep-alive connection waits
-//! for its next request, so it cannot tell a slow head from an idle client.
-//! This module watches the connection's bytes itself: a new connection, or a
-//! request head once its first byte arrived, has `header_read_timeout`; an
-//! idle keep-alive connection has `idle_timeout`.
+//! One client connection: HTTP/1.1 or HTTP/2 (plain or TLS), with head limits, cut when
+//! [`Activity`] says it is due.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::activity::{Activity, OnExpiry, Tracked};
 use super::Respond;
 use crate::config::ServerSettings;
 
@@ -140,8 +133,16 @@ impl<R: Respond> Served<R> {
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
         let mut draining = false;
+        // Once an idle connection is asked to close, it has this long to go.
+        let mut close_by: Option<Instant> = None;
         loop {
-            let deadline = activity.deadline(&limits);
+            let due = |draining: bool| match close_by {
+                Some(at) => Some((at, OnExpiry::Close)),
+                // A shutdown drain is bounded by the server's grace.
+                None if draining => None,
+                None => activity.deadline(&limits),
+            };
+            let deadline = due(draining);
             let wake = async {
                 match deadline {
                     Some((at, _)) => tokio::time::sleep_until(at.into()).await,
@@ -160,169 +161,20 @@ impl<R: Respond> Served<R> {
                     connection.as_mut().graceful_shutdown();
                 }
                 () = activity.changed.notified() => {}
-                () = wake => match deadline.map(|(_, on_expiry)| on_expiry) {
-                    Some(OnExpiry::Close) => {
-                        tracing::debug!(%peer, "request head not received in time: closing");
+                // The deadline may have moved (bytes were written): look again.
+                () = wake => match due(draining) {
+                    Some((at, OnExpiry::Close)) if at <= Instant::now() => {
+                        tracing::debug!(%peer, "connection due: closing");
                         return;
                     }
-                    Some(OnExpiry::Drain) if !draining => {
+                    Some((at, OnExpiry::Drain)) if at <= Instant::now() => {
                         draining = true;
                         connection.as_mut().graceful_shutdown();
+                        close_by = Some(Instant::now() + limits.header_read_timeout);
                     }
                     _ => {}
                 },
             }
         }
-    }
-}
-
-/// What to do when a connection's deadline passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OnExpiry {
-    /// A request head is late: drop the connection.
-    Close,
-    /// An idle keep-alive connection: close it politely.
-    Drain,
-}
-
-/// Where a connection is in its request cycle.
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    /// Waiting for the first byte of a request head.
-    Idle { since: Instant, first: bool },
-    /// Some of a request head arrived.
-    ReadingHead { since: Instant },
-    /// Requests are being answered.
-    Busy { requests: usize },
-}
-
-/// The connection's phase, shared by its IO and its service.
-struct Activity {
-    phase: Mutex<Phase>,
-    changed: Notify,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            phase: Mutex::new(Phase::Idle {
-                since: Instant::now(),
-                first: true,
-            }),
-            changed: Notify::new(),
-        }
-    }
-
-    fn update(&self, change: impl FnOnce(Phase) -> Phase) {
-        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
-        *phase = change(*phase);
-        drop(phase);
-        self.changed.notify_one();
-    }
-
-    fn bytes_read(&self) {
-        let idle = matches!(
-            *self.phase.lock().unwrap_or_else(|e| e.into_inner()),
-            Phase::Idle { .. }
-        );
-        if idle {
-            self.update(|phase| match phase {
-                Phase::Idle { .. } => Phase::ReadingHead {
-                    since: Instant::now(),
-                },
-                other => other,
-            });
-        }
-    }
-
-    fn request_started(self: &Arc<Self>) -> BusyGuard {
-        self.update(|phase| match phase {
-            Phase::Busy { requests } => Phase::Busy {
-                requests: requests + 1,
-            },
-            _ => Phase::Busy { requests: 1 },
-        });
-        BusyGuard(Arc::clone(self))
-    }
-
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, OnExpiry)> {
-        match *self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
-            Phase::Idle { since, first: true } | Phase::ReadingHead { since } => {
-                Some((since + limits.header_read_timeout, OnExpiry::Close))
-            }
-            Phase::Idle {
-                since,
-                first: false,
-            } => Some((since + limits.idle_timeout, OnExpiry::Drain)),
-            Phase::Busy { .. } => None,
-        }
-    }
-}
-
-/// Marks the end of a request when dropped, even if the handler was cancelled.
-struct BusyGuard(Arc<Activity>);
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.0.update(|phase| match phase {
-            Phase::Busy { requests } if requests > 1 => Phase::Busy {
-                requests: requests - 1,
-            },
-            _ => Phase::Idle {
-                since: Instant::now(),
-                first: false,
-            },
-        });
-    }
-}
-
-/// The TCP stream, reporting reads to the connection's [`Activity`].
-struct Tracked {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.bytes_read();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

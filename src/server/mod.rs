@@ -5,6 +5,7 @@
 //! [`admin`](crate::admin). Both share the shutdown: stop accepting, let open
 //! requests finish for at most `server.shutdown_grace`.
 
+mod activity;
 mod connection;
 pub mod tls;
 

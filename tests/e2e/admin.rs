@@ -310,3 +310,54 @@ async fn size_evictions_are_counted() {
     );
     assert!(series(&text, "ayra_cache_bytes") <= 20.0 * 1024.0);
 }
+
+#[tokio::test]
+async fn stored_means_stored_even_when_another_conversation_is_purged_meanwhile() {
+    let standin = StandIn::spawn().await;
+    standin.set("conv_slow", json!({"delay_ms": 400})).await;
+    let app = admin_app(&standin, &[]).await;
+    let slow = app.get("/v1/conversations/conv_slow", Some(TOKEN));
+    let purge = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        admin(
+            &app,
+            reqwest::Method::DELETE,
+            "/admin/cache/conversations/conv_other",
+            Some(ADMIN_TOKEN),
+        )
+        .await
+    };
+    let (slow, purge) = tokio::join!(slow, purge);
+    assert_eq!(purge.status(), 200);
+    assert_eq!(
+        header(&slow, "cache-status"),
+        "ayra-cache; fwd=miss; stored"
+    );
+    let next = app.get("/v1/conversations/conv_slow", Some(TOKEN)).await;
+    assert_eq!(
+        header(&next, "x-cache"),
+        "HIT",
+        "what was reported stored is there"
+    );
+
+    // A purge of the conversation itself while it is fetched: not stored, and said so.
+    standin.set("conv_slow2", json!({"delay_ms": 400})).await;
+    let slow = app.get("/v1/conversations/conv_slow2", Some(TOKEN));
+    let purge = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        admin(
+            &app,
+            reqwest::Method::DELETE,
+            "/admin/cache/conversations/conv_slow2",
+            Some(ADMIN_TOKEN),
+        )
+        .await
+    };
+    let (slow, _) = tokio::join!(slow, purge);
+    assert_eq!(
+        header(&slow, "cache-status"),
+        "ayra-cache; fwd=miss; detail=superseded"
+    );
+    let next = app.get("/v1/conversations/conv_slow2", Some(TOKEN)).await;
+    assert_eq!(header(&next, "x-cache"), "MISS");
+}

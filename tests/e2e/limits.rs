@@ -116,3 +116,40 @@ async fn upstream_requests_in_flight_never_exceed_max_concurrency() {
     assert_eq!(stats.requests_total, 8);
     assert_eq!(stats.max_in_flight, 2);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_idle_and_header_timeouts() {
+    let (standin, app) = spawn_pair(&[
+        ("server.idle_timeout", "\"500ms\""),
+        ("server.header_read_timeout", "\"500ms\""),
+        ("upstream.max_body", "\"64MiB\""),
+    ])
+    .await;
+    standin
+        .set("conv_big", serde_json::json!({"body_bytes": 12_000_000}))
+        .await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let request =
+        "GET /v1/conversations/conv_big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Never read for a while: the proxy's writes stall.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut received = 0usize;
+    let mut buffer = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed, "the stalled connection was never closed");
+    assert!(
+        received < 12_000_000,
+        "the whole body was delivered: {received}"
+    );
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+}

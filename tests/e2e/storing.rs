@@ -246,3 +246,36 @@ async fn without_a_date_the_receive_time_is_the_signing_clock() {
     let ttl = ttl_of(&hit);
     assert!((535..=540).contains(&ttl), "ttl {ttl}");
 }
+
+#[tokio::test]
+async fn no_store_is_read_in_any_case_and_private_is_not_stored() {
+    let (standin, app) = spawn_pair(&[]).await;
+    for (i, value) in ["NO-STORE", "no-store, max-age=abc", "private"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("conv_ns{i}");
+        standin.set(&id, json!({"cache_control": value})).await;
+        let path = format!("/v1/conversations/{id}");
+        let response = app.get(&path, Some(TOKEN)).await;
+        assert_eq!(
+            header(&response, "cache-status"),
+            "ayra-cache; fwd=miss; detail=no_store",
+            "{value}"
+        );
+        assert_eq!(twice(&app, &path).await, misses());
+    }
+}
+
+#[tokio::test]
+async fn an_absurd_upstream_age_never_breaks_a_hit() {
+    let (standin, app) = spawn_pair(&[]).await;
+    standin.set("conv_old", json!({"age": u64::MAX})).await;
+    app.get("/v1/conversations/conv_old", Some(TOKEN)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let hit = app.get("/v1/conversations/conv_old", Some(TOKEN)).await;
+    assert_eq!(hit.status(), 200);
+    assert_eq!(header(&hit, "x-cache"), "HIT");
+    let age: u64 = header(&hit, "age").parse().unwrap();
+    assert!(age >= 1 << 31);
+}

@@ -388,3 +388,31 @@ fn a_missing_conversation_is_remembered_only_when_asked_for() {
         Err(NoStoreReason::NoStore)
     );
 }
+
+#[test]
+fn no_store_and_private_are_read_in_any_form() {
+    for value in [
+        "no-store",
+        "NO-STORE",
+        "no-store, max-age=abc",
+        "max-age=\"60\", no-store",
+        "no-store;x",
+        "private",
+        "Private, max-age=60",
+        "max-age=\"unterminated",
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_str(value).unwrap());
+        assert_eq!(
+            decide_with(&policy(), &headers, &expiring_in(600)),
+            Err(NoStoreReason::NoStore),
+            "{value}"
+        );
+    }
+    let mut fine = HeaderMap::new();
+    fine.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    assert!(decide_with(&policy(), &fine, &expiring_in(600)).is_ok());
+}
