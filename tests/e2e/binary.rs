@@ -325,3 +325,63 @@ async fn a_summary_event_is_logged_every_interval() {
     // The next window starts from zero.
     assert_eq!(summaries[1]["hits"], 0);
 }
+
+#[tokio::test]
+async fn no_secret_reaches_the_log_even_at_trace_level() {
+    let standin = StandIn::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    for proxy_key in [true, false] {
+        let port = free_port();
+        let mut config = ConfigFile::for_upstream(&standin.base_url());
+        let listen = format!("\"127.0.0.1:{port}\"");
+        config
+            .set("server.listen", &listen)
+            .set("log.level", "\"trace\"");
+        let mut env = vec![];
+        let digest = sha256_hex("tok_SENTINEL_client");
+        if proxy_key {
+            env.push(("AYRA_CACHE__UPSTREAM__API_KEY", "sk_live_SENTINEL_key"));
+            env.push(("AYRA_CACHE__AUTH__CLIENT_TOKENS_SHA256", digest.as_str()));
+        }
+        let path = config.write(&dir);
+        let mut running = start(&path, &env, format!("127.0.0.1:{port}").parse().unwrap()).await;
+        let client = reqwest::Client::new();
+        for path in [
+            "/v1/conversations/conv_secret",
+            "/v1/conversations/conv_secret",
+            "/v1/agents",
+        ] {
+            let url = format!("http://127.0.0.1:{port}{path}");
+            client
+                .get(url)
+                .bearer_auth("tok_SENTINEL_client")
+                .send()
+                .await
+                .unwrap();
+        }
+        let logs = running.stop();
+        assert!(logs.contains("conv_secret"), "the log was written");
+        assert!(
+            !logs.contains("SENTINEL"),
+            "a secret reached the log (proxy key: {proxy_key})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigint_drains_and_exits_zero_too() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let standin = StandIn::spawn().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ConfigFile::for_upstream(&standin.base_url());
+    config.set("server.listen", &format!("\"127.0.0.1:{port}\""));
+    let path = config.write(&dir);
+    let mut running = start(&path, &[], format!("127.0.0.1:{port}").parse().unwrap()).await;
+    kill(Pid::from_raw(running.child.id() as i32), Signal::SIGINT).unwrap();
+    assert_eq!(
+        wait_for_exit(&mut running.child, Duration::from_secs(5)),
+        Some(0)
+    );
+}
