@@ -96,7 +96,7 @@ pub async fn serve(
             record.upstream = Some(response.elapsed);
             Ok(match stored {
                 Ok(entry) => client.stored_miss(&entry, &response),
-                Err(_) => forwarded(&response),
+                Err(_) => response.to_response(),
             })
         }
     }
@@ -155,12 +155,12 @@ impl Client<'_> {
         upstream: &UpstreamResponse,
     ) -> Response<Full<Bytes>> {
         let Some(etag) = entry.etag() else {
-            return forwarded(upstream);
+            return upstream.to_response();
         };
         let mut response = if not_modified(self.headers, etag) {
             not_modified_response(etag)
         } else {
-            let mut response = forwarded(upstream);
+            let mut response = upstream.to_response();
             response.headers_mut().insert(header::ETAG, etag.clone());
             response
         };
@@ -239,7 +239,7 @@ fn stale(
                     revalidated: true,
                     ..answered(status, &response)
                 });
-                Ok(forwarded(&response))
+                Ok(response.to_response())
             }
         };
     }
@@ -270,12 +270,4 @@ fn answered(status: CacheStatus, response: &UpstreamResponse) -> CacheStatus {
         fwd_status: (response.status != StatusCode::OK).then_some(response.status.as_u16()),
         ..status
     }
-}
-
-/// The upstream's answer as received, hop-by-hop headers already gone.
-pub fn forwarded(upstream: &UpstreamResponse) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(upstream.body.clone()));
-    *response.status_mut() = upstream.status;
-    *response.headers_mut() = upstream.headers.clone();
-    response
 }

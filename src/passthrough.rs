@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
 use crate::auth::Credential;
-use crate::conversation::forwarded;
 use crate::error::ProxyError;
 use crate::handler::AppState;
 use crate::hop_by_hop;
@@ -46,5 +45,5 @@ pub async fn forward(
     *outgoing.headers_mut() = parts.headers;
     let response = state.upstream.send(outgoing, live.upstream_timeout).await?;
     record.upstream = Some(response.elapsed);
-    Ok(forwarded(&response))
+    Ok(response.to_response())
 }
