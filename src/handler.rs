@@ -107,16 +107,28 @@ async fn route(
             if is_read(request.method()) {
                 conversation::serve(state, &live, request, id, credential, record).await
             } else {
+                refuse_unforwardable_method(request.method())?;
                 record.cache = Some(CacheStatus::new(CacheResult::Bypass));
                 passthrough::forward(state, &live, request, &credential, record).await
             }
         }
         Route::PassThrough => {
+            refuse_unforwardable_method(request.method())?;
             let credential = live.auth.credential(request.headers())?;
             route::check_forwardable(&path)?;
             record.cache = Some(CacheStatus::new(CacheResult::Bypass));
             passthrough::forward(state, &live, request, &credential, record).await
         }
+    }
+}
+
+/// CONNECT would turn the proxy into a tunnel and TRACE echoes credentials
+/// back: neither is ever forwarded.
+fn refuse_unforwardable_method(method: &Method) -> Result<(), ProxyError> {
+    if method == Method::CONNECT || method == Method::TRACE {
+        Err(ProxyError::MethodNotAllowed)
+    } else {
+        Ok(())
     }
 }
 

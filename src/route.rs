@@ -106,12 +106,13 @@ impl fmt::Debug for ConversationId {
 }
 
 /// Refuses pass-through paths whose meaning the upstream might change by
-/// normalising them (`.` or `..` segments, encoded or not).
+/// normalising them: `.` or `..` segments, encoded or not, also behind an
+/// encoded slash (`%2F`) or a backslash some servers treat as one.
 pub fn check_forwardable(path: &str) -> Result<(), ProxyError> {
-    let dot_segment = path.split('/').any(|segment| {
-        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-        decoded == "." || decoded == ".."
-    });
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let dot_segment = decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..");
     if dot_segment {
         Err(ProxyError::InvalidPath)
     } else {
@@ -176,5 +177,10 @@ mod tests {
         assert!(check_forwardable("/v1/./agents").is_err());
         assert!(check_forwardable("/v1/%2e%2E/admin").is_err());
         assert!(check_forwardable("/v1/.%2e").is_err());
+        assert!(check_forwardable("/v1/%2e%2e%2fadmin").is_err());
+        assert!(check_forwardable("/v1/agents%2F..%2F..%2Fadmin").is_err());
+        assert!(check_forwardable("/v1/..%5Cadmin").is_err());
+        assert!(check_forwardable("/v1/..\\admin").is_err());
+        assert!(check_forwardable("/v1/agents/v1.2").is_ok());
     }
 }
