@@ -113,25 +113,41 @@ impl Upstream {
             id.as_str(),
             flags.upstream_query()
         );
-        let mut request = Request::builder()
-            .method(Method::GET)
-            .uri(uri)
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, USER_AGENT);
-        if let Some(credential) = credential {
-            request = request.header(header::AUTHORIZATION, credential.clone());
-        }
-        let request = request
-            .body(Empty::new().map_err(|never| match never {}).boxed())
-            .map_err(|_| UpstreamError::BadResponse)?;
-        self.send(request, timeout).await
+        let build = || {
+            let mut request = Request::builder()
+                .method(Method::GET)
+                .uri(&uri)
+                .header(header::ACCEPT, "application/json")
+                .header(header::USER_AGENT, USER_AGENT);
+            if let Some(credential) = credential {
+                request = request.header(header::AUTHORIZATION, credential.clone());
+            }
+            request
+                .body(Empty::new().map_err(|never| match never {}).boxed())
+                .ok()
+        };
+        // A GET without a body may go twice: see `exchange`.
+        self.exchange(build, timeout).await
     }
 
     /// Sends a request and reads the whole answer, under every bound;
-    /// `timeout` covers all of it.
+    /// `timeout` covers all of it. Sent once: its body cannot be replayed.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let mut once = Some(request);
+        self.exchange(move || once.take(), timeout).await
+    }
+
+    /// Sends the request `next` gives and reads the whole answer. When a
+    /// pooled connection turns out to have been closed by the upstream as the
+    /// request went out (no answer at all), `next` is asked once more and, if
+    /// it gives a request (idempotent ones do), that goes on a fresh connection.
+    async fn exchange(
+        &self,
+        mut next: impl FnMut() -> Option<Request<UpstreamBody>> + Send,
         timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let started = Instant::now();
@@ -141,7 +157,14 @@ impl Upstream {
                 .acquire()
                 .await
                 .map_err(|_| UpstreamError::Unavailable)?;
-            let response = self.client.request(request).await.map_err(classify)?;
+            let request = next().ok_or(UpstreamError::BadResponse)?;
+            let mut sent = self.client.request(request).await;
+            if sent.as_ref().is_err_and(closed_unanswered) {
+                if let Some(again) = next() {
+                    sent = self.client.request(again).await;
+                }
+            }
+            let response = sent.map_err(classify)?;
             let (mut parts, body) = response.into_parts();
             if declared_length(&parts.headers).is_some_and(|len| len > self.max_body) {
                 return Err(UpstreamError::TooLarge);
@@ -186,6 +209,27 @@ async fn read_limited(body: hyper::body::Incoming, max_body: u64) -> Result<Byte
         }
         Err(_) => Err(UpstreamError::BadResponse),
     }
+}
+
+/// The connection closed before any answer came: typically a pooled
+/// connection the upstream closed while idle, just as it was reused.
+fn closed_unanswered(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+            if matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted) {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Sorts a client error: could not connect, or connected and got nonsense.
