@@ -57,6 +57,7 @@ pub async fn serve(
     };
     let rules = &live.cache;
     if let Some(entry) = state.cache.lookup(&key).await {
+        state.cache.precompress(&key, &entry, rules);
         let refreshing = rules.wants_refresh(&entry, Instant::now())
             && state.cache.refresh(
                 key.clone(),

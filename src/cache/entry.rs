@@ -131,6 +131,11 @@ impl CachedResponse {
         self.variants.iter().find(|v| v.encoding() == encoding)
     }
 
+    /// Whether the precompressed variants have been made.
+    pub fn has_variants(&self) -> bool {
+        !self.variants.is_empty()
+    }
+
     /// Whether the body is worth compressing (a 200 of at least 1 KiB).
     pub fn compressible(&self) -> bool {
         self.status == StatusCode::OK && self.body.len() >= super::encoding::MIN_COMPRESSED_BODY

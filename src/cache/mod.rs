@@ -137,6 +137,19 @@ impl Cache {
             .await
     }
 
+    /// Compresses a HIT's entry in the background if it is not yet and a
+    /// compression slot is free (stores that outpaced compression left it).
+    pub fn precompress(&self, key: &CacheKey, entry: &Arc<CachedResponse>, rules: &CacheRules) {
+        if entry.compressible() && !entry.has_variants() && !rules.encodings.is_empty() {
+            self.crew.precompressor.start(
+                &self.crew.store,
+                key.clone(),
+                Arc::clone(entry),
+                &rules.encodings,
+            );
+        }
+    }
+
     /// Starts a background refresh of `key` unless a fetch for it is running;
     /// true when one started.
     pub fn refresh<F>(&self, key: CacheKey, exchange: F, rules: &CacheRules) -> bool

@@ -1,4 +1,8 @@
 //! Precompression: each stored body compressed once per offered coding, in the background, a few at a time.
+//!
+//! Nothing queues: when every slot is busy (stores outpace compression), the
+//! entry is left as it is and the next HIT on it tries again. Memory never
+//! grows with a backlog, and the entries that are read get compressed.
 
 use std::sync::Arc;
 
@@ -13,19 +17,20 @@ use super::store::Store;
 /// Compresses stored entries off the request path, a few at a time.
 pub(super) struct Precompressor {
     /// Compressions running at once (CPU-bound work: one per core).
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
 }
 
 impl Precompressor {
     pub fn new() -> Precompressor {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Precompressor {
-            slots: Semaphore::new(cores),
+            slots: Arc::new(Semaphore::new(cores)),
         }
     }
 
-    /// Starts compressing `entry` into every coding of `encodings`; when
-    /// done, the entry held for `key` is upgraded, if it is still this one.
+    /// Starts compressing `entry` into every coding of `encodings` if a slot
+    /// is free now; when done, the entry held for `key` is upgraded, if it is
+    /// still this one. Entries already compressed are left alone.
     pub fn start(
         self: &Arc<Self>,
         store: &Store,
@@ -36,16 +41,16 @@ impl Precompressor {
         let Some(etag) = entry.etag().cloned() else {
             return;
         };
-        if encodings.is_empty() || !entry.compressible() {
+        if encodings.is_empty() || !entry.compressible() || entry.has_variants() {
             return;
         }
-        let this = Arc::clone(self);
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            return;
+        };
         let store = store.clone();
         let encodings = Arc::clone(encodings);
         tokio::spawn(async move {
-            let Ok(_slot) = this.slots.acquire().await else {
-                return;
-            };
+            let _slot = slot;
             let body = entry.body().clone();
             let compressed = tokio::task::spawn_blocking(move || {
                 encodings
