@@ -41,17 +41,17 @@ async fn a_burst_of_reads_costs_one_upstream_call() {
 
 #[tokio::test]
 async fn unstorable_answers_and_errors_are_shared_too() {
-    let (standin, app) = spawn_pair(&[("upstream.timeout", "\"400ms\"")]).await;
+    let (standin, app) = spawn_pair(&[("upstream.timeout", "\"1500ms\"")]).await;
     standin
-        .set("conv_gone", json!({"exists": false, "delay_ms": 200}))
+        .set("conv_gone", json!({"exists": false, "delay_ms": 700}))
         .await;
     standin
         .set(
             "conv_live",
-            json!({"status": "in_progress", "delay_ms": 200}),
+            json!({"status": "in_progress", "delay_ms": 700}),
         )
         .await;
-    standin.set("conv_slow", json!({"delay_ms": 1000})).await;
+    standin.set("conv_slow", json!({"delay_ms": 3000})).await;
     for (id, expected) in [("conv_gone", 404), ("conv_live", 200), ("conv_slow", 504)] {
         let results = burst(&app, &format!("/v1/conversations/{id}"), 20).await;
         assert!(
@@ -98,7 +98,14 @@ async fn a_fetch_abandoned_by_everyone_still_stores_its_answer() {
         .unwrap();
     let url = app.url("/v1/conversations/conv_alone");
     assert!(impatient.get(&url).bearer_auth(TOKEN).send().await.is_err());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The fetch goes on alone; wait for its upstream call to land and be stored.
+    for _ in 0..50 {
+        if standin.requests_for("conv_alone").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let later = app.get("/v1/conversations/conv_alone", Some(TOKEN)).await;
     assert_eq!(header(&later, "x-cache"), "HIT");
     assert_eq!(standin.requests_for("conv_alone").await, 1);

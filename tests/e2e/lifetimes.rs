@@ -147,7 +147,7 @@ async fn nothing_is_served_at_or_past_the_url_deadline() {
     sleep(400).await;
     standin.start_outage(json!({"fail_status": 503})).await;
     assert_eq!(read(&app, path, TOKEN).await.cache, "STALE");
-    sleep(1800).await;
+    sleep(4200).await;
     let past = read(&app, path, TOKEN).await;
     assert_eq!(past.status, 503, "the dead entry is not served");
     assert_eq!(past.cache, "MISS");
@@ -247,7 +247,7 @@ async fn a_steady_reader_never_sees_a_second_miss() {
     serials.dedup();
     assert_eq!(serials.len() as u64, calls, "each refresh was served");
     assert!(
-        (4..=10).contains(&calls),
+        (4..=12).contains(&calls),
         "{calls} upstream calls for ~3.5 lifetimes"
     );
     // The refresh carried the credential of the request that found the entry.
@@ -263,12 +263,12 @@ async fn one_refresh_per_key_and_a_failed_refresh_leaves_the_entry() {
     standin.set("conv_r", json!({"recording": false})).await;
     let app = spawn_app(
         &standin,
-        &[("cache.max_ttl", "\"1s\""), ("cache.refresh_ahead", "0.5")],
+        &[("cache.max_ttl", "\"3s\""), ("cache.refresh_ahead", "0.5")],
     )
     .await;
     let path = "/v1/conversations/conv_r";
     let first = read(&app, path, TOKEN).await;
-    sleep(600).await;
+    sleep(1600).await;
     standin
         .start_outage(json!({"fail_status": 500, "delay_ms": 200}))
         .await;
