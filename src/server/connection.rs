@@ -19,8 +19,6 @@ use crate::config::ServerSettings;
 
 /// Largest request head accepted; past it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Most header fields accepted; past it hyper answers 431.
-const MAX_HEADERS: usize = 100;
 /// HTTP/2 streams a client may reset before they are even answered, before
 /// the connection is cut (the 2023 rapid-reset class of attacks).
 const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
@@ -52,7 +50,9 @@ fn protocols(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
         .http1()
         // A client may shut its write side once its request is sent.
         .half_close(true)
-        .max_headers(MAX_HEADERS)
+        // At most 100 header fields, past it 431: hyper's default. Setting it
+        // explicitly would make hyper fill two 100-slot arrays per request
+        // (about 5% of a HIT's instructions, measured); the limit is tested.
         .max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()

@@ -79,6 +79,8 @@ pub fn free_port() -> u16 {
 pub struct Running {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// The config file's folder, when [`launch`] wrote it.
+    _config: Option<tempfile::TempDir>,
 }
 
 impl Running {
@@ -126,7 +128,11 @@ pub async fn start(config: &Path, env: &[(&str, &str)], addr: SocketAddr) -> Run
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ayra-cache");
-    let running = Running { child, addr };
+    let running = Running {
+        child,
+        addr,
+        _config: None,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -135,6 +141,17 @@ pub async fn start(config: &Path, env: &[(&str, &str)], addr: SocketAddr) -> Run
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("ayra-cache did not start listening on {addr}");
+}
+
+/// The binary with `config` on a free loopback port (and `env`), running.
+pub async fn launch(mut config: ConfigFile, env: &[(&str, &str)]) -> Running {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    config.set("server.listen", &format!("\"{addr}\""));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config.write(&dir);
+    let mut running = start(&path, env, addr).await;
+    running._config = Some(dir);
+    running
 }
 
 pub fn sigterm(child: &std::process::Child) {
@@ -244,17 +261,12 @@ pub fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> Option
 async fn shutdown_waits_no_longer_than_the_grace() {
     let standin = StandIn::spawn().await;
     standin.set("conv_stuck", json!({"delay_ms": 5000})).await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
     let mut config = ConfigFile::for_upstream(&standin.base_url());
-    let listen = format!("\"127.0.0.1:{port}\"");
     config
-        .set("server.listen", &listen)
         .set("server.shutdown_grace", "\"300ms\"")
         .set("upstream.timeout", "\"10s\"");
-    let path = config.write(&dir);
-    let mut running = start(&path, &[], format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let url = format!("http://127.0.0.1:{port}/v1/conversations/conv_stuck");
+    let mut running = launch(config, &[]).await;
+    let url = format!("http://{}/v1/conversations/conv_stuck", running.addr);
     let stuck = tokio::spawn(reqwest::Client::new().get(url).bearer_auth("k").send());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let signalled = Instant::now();
@@ -288,16 +300,12 @@ fn version_and_help_come_from_the_cli_parser() {
 #[tokio::test]
 async fn a_summary_event_is_logged_every_interval() {
     let standin = StandIn::spawn().await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
     let mut config = ConfigFile::for_upstream(&standin.base_url());
-    let listen = format!("\"127.0.0.1:{port}\"");
     config
-        .set("server.listen", &listen)
         .set("log.level", "\"info\"")
         .set("log.summary_interval", "\"300ms\"");
-    let path = config.write(&dir);
-    let mut running = start(&path, &[], format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let mut running = launch(config, &[]).await;
+    let port = running.addr.port();
     let client = reqwest::Client::new();
     for _ in 0..4 {
         let url = format!("http://127.0.0.1:{port}/v1/conversations/conv_sum");
@@ -329,22 +337,17 @@ async fn a_summary_event_is_logged_every_interval() {
 #[tokio::test]
 async fn no_secret_reaches_the_log_even_at_trace_level() {
     let standin = StandIn::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
     for proxy_key in [true, false] {
-        let port = free_port();
         let mut config = ConfigFile::for_upstream(&standin.base_url());
-        let listen = format!("\"127.0.0.1:{port}\"");
-        config
-            .set("server.listen", &listen)
-            .set("log.level", "\"trace\"");
+        config.set("log.level", "\"trace\"");
         let mut env = vec![];
         let digest = sha256_hex("tok_SENTINEL_client");
         if proxy_key {
             env.push(("AYRA_CACHE__UPSTREAM__API_KEY", "sk_live_SENTINEL_key"));
             env.push(("AYRA_CACHE__AUTH__CLIENT_TOKENS_SHA256", digest.as_str()));
         }
-        let path = config.write(&dir);
-        let mut running = start(&path, &env, format!("127.0.0.1:{port}").parse().unwrap()).await;
+        let mut running = launch(config, &env).await;
+        let port = running.addr.port();
         let client = reqwest::Client::new();
         for path in [
             "/v1/conversations/conv_secret",
@@ -373,12 +376,7 @@ async fn sigint_drains_and_exits_zero_too() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let standin = StandIn::spawn().await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ConfigFile::for_upstream(&standin.base_url());
-    config.set("server.listen", &format!("\"127.0.0.1:{port}\""));
-    let path = config.write(&dir);
-    let mut running = start(&path, &[], format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let mut running = launch(ConfigFile::for_upstream(&standin.base_url()), &[]).await;
     kill(Pid::from_raw(running.child.id() as i32), Signal::SIGINT).unwrap();
     assert_eq!(
         wait_for_exit(&mut running.child, Duration::from_secs(5)),
