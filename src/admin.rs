@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::auth::Fingerprint;
+use crate::cache::Purged;
 use crate::error::ProxyError;
 use crate::handler::AppState;
 use crate::route::ConversationId;
@@ -84,8 +85,8 @@ async fn route(
             authorize(state, request)?;
             only(method, &Method::DELETE)?;
             let purged = state.app.cache.purge_all().await;
-            tracing::warn!(target: "ayra_cache::admin", purged, "purged the whole cache");
-            Ok(json_body(&json!({ "purged": purged })))
+            tracing::warn!(target: "ayra_cache::admin", purged = purged.local, shared = ?purged.shared, "purged the whole cache");
+            Ok(json_body(&purge_report(purged)))
         }
         _ => match path.strip_prefix(PURGE_CONVERSATION) {
             Some(raw_id) => {
@@ -93,11 +94,22 @@ async fn route(
                 only(method, &Method::DELETE)?;
                 let id = ConversationId::parse(raw_id)?;
                 let purged = state.app.cache.purge_conversation(&id).await;
-                tracing::warn!(target: "ayra_cache::admin", conversation = id.as_str(), purged, "purged a conversation");
-                Ok(json_body(&json!({ "purged": purged })))
+                tracing::warn!(target: "ayra_cache::admin", conversation = id.as_str(), purged = purged.local, shared = ?purged.shared, "purged a conversation");
+                Ok(json_body(&purge_report(purged)))
             }
             None => Err(ProxyError::NotFound),
         },
+    }
+}
+
+/// `{"purged": N}`, plus what the shared tier did when there is one.
+fn purge_report(purged: Purged) -> serde_json::Value {
+    match purged.shared {
+        None => json!({ "purged": purged.local }),
+        Some(Ok(values)) => json!({ "purged": purged.local, "shared": { "purged": values } }),
+        Some(Err(error)) => {
+            json!({ "purged": purged.local, "shared": { "error": error.as_str() } })
+        }
     }
 }
 

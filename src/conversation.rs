@@ -81,6 +81,14 @@ pub async fn serve(
     };
     match outcome {
         FetchOutcome::Cached(entry) => Ok(hit(&entry, &client, record, false)),
+        FetchOutcome::Shared(entry) => {
+            let response = hit(&entry, &client, record, false);
+            if let Some(status) = record.cache.as_mut() {
+                status.detail = Some("shared");
+                status.collapsed = role == Role::Collapsed;
+            }
+            Ok(response)
+        }
         FetchOutcome::Stale { entry, failure } => stale(&entry, &client, failure, status, record),
         FetchOutcome::Failed(error) => failed(error, status, record),
         FetchOutcome::Answered {

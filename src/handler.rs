@@ -40,7 +40,11 @@ impl AppState {
         AppState {
             live: live::hold(settings),
             upstream: Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics))),
-            cache: Cache::new(&settings.cache, Arc::clone(&metrics)),
+            cache: Cache::new(
+                &settings.cache,
+                settings.shared.as_ref(),
+                Arc::clone(&metrics),
+            ),
             metrics,
         }
     }

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::cache::policy::NoStoreReason;
+use crate::cache::shared::SharedMetrics;
 use crate::cache::status::CacheResult;
 use crate::cache::Usage;
 use crate::error::UpstreamError;
@@ -121,6 +122,8 @@ pub struct Metrics {
     entries: Gauge,
     bytes: Gauge,
     started: Instant,
+    /// The shared tier's series (zero without `[shared]`).
+    pub shared: std::sync::Arc<SharedMetrics>,
 }
 
 /// Latency buckets from 50 µs to about 13 s.
@@ -175,6 +178,7 @@ impl Metrics {
             entries: Gauge::default(),
             bytes: Gauge::default(),
             started: Instant::now(),
+            shared: Default::default(),
             registry,
         };
         metrics.register_the_rest()
@@ -219,6 +223,7 @@ impl Metrics {
             "Bytes held, by the cache's weigher",
             self.bytes.clone(),
         );
+        self.shared = std::sync::Arc::new(SharedMetrics::register(r));
         self
     }
 

@@ -10,6 +10,7 @@ use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use super::policy::{Answer, EntryKind, NoStoreReason};
 use super::precompress::Precompressor;
+use super::shared::{Claim, ClaimGuard, SharedTier};
 use super::store::{Epoch, Inserted, PurgeScope, Store};
 use super::CacheRules;
 use crate::error::UpstreamError;
@@ -21,6 +22,9 @@ use crate::upstream::UpstreamResponse;
 pub enum FetchOutcome {
     /// A fresh entry was stored by a fetch that ended just before this one began.
     Cached(Arc<CachedResponse>),
+    /// The shared tier held a fresh entry (stored by another replica, or
+    /// fetched by one this fetch waited for); it is now held locally too.
+    Shared(Arc<CachedResponse>),
     /// The upstream answered, whatever the status.
     Answered {
         response: Arc<UpstreamResponse>,
@@ -73,6 +77,19 @@ pub(super) struct FlightCrew {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub precompressor: Arc<Precompressor>,
+    /// The Redis tier replicas share; none: this proxy caches alone.
+    pub shared: Option<Arc<SharedTier>>,
+}
+
+/// What the shared tier said about a key this replica misses.
+enum Consulted {
+    /// It held a fresh entry, now stored locally too.
+    Adopted(Arc<CachedResponse>),
+    /// This replica fetches for every replica.
+    Claimed(ClaimGuard),
+    /// Fetch as if alone: Redis did not answer, or the replica that held
+    /// the claim let go of it without a value.
+    Alone,
 }
 
 impl FlightCrew {
@@ -98,6 +115,14 @@ impl FlightCrew {
                 held => held,
             },
         };
+        let mut claim = None;
+        if let Some(shared) = &self.shared {
+            match self.consult(shared, &key, purpose, &rules, epoch).await {
+                Consulted::Adopted(entry) => return FetchOutcome::Shared(entry),
+                Consulted::Claimed(guard) => claim = Some(guard),
+                Consulted::Alone => {}
+            }
+        }
         let result = exchange.await;
         if let Some(entry) = stale.as_ref().filter(|entry| stands_in(entry, &result)) {
             let failure = match result {
@@ -124,7 +149,7 @@ impl FlightCrew {
             epoch = self.store.epoch(&key.id);
         }
         let stored = self
-            .store_if_allowed(key, &response, purpose, epoch, &rules)
+            .store_if_allowed(key, &response, purpose, epoch, &rules, claim)
             .await;
         if purpose == Purpose::Refresh {
             self.metrics.refresh(stored.is_ok());
@@ -134,6 +159,61 @@ impl FlightCrew {
             stored,
             revalidated: stale.is_some(),
         }
+    }
+
+    /// Looks for `key` in the shared tier, then claims its fetch or waits for
+    /// the replica that holds the claim. A refresh takes only an entry that
+    /// is not itself due for refresh (a newer one than it holds).
+    async fn consult(
+        &self,
+        shared: &Arc<SharedTier>,
+        key: &CacheKey,
+        purpose: Purpose,
+        rules: &CacheRules,
+        epoch: Epoch,
+    ) -> Consulted {
+        let servable = |entry: &CachedResponse| {
+            purpose == Purpose::Demand || !rules.wants_refresh(entry, Instant::now())
+        };
+        if let Some(entry) = shared.get(key).await.filter(|entry| servable(entry)) {
+            return self.adopt(key, entry, epoch, rules).await;
+        }
+        match shared.claim(key).await {
+            Claim::Held(guard) => Consulted::Claimed(guard),
+            Claim::Unavailable => Consulted::Alone,
+            Claim::Taken => match shared.wait(key, servable).await {
+                Some(entry) => self.adopt(key, entry, epoch, rules).await,
+                None => Consulted::Alone,
+            },
+        }
+    }
+
+    /// Holds a shared entry locally, with the instants it was stored with;
+    /// one purged meanwhile is not served.
+    async fn adopt(
+        &self,
+        key: &CacheKey,
+        entry: CachedResponse,
+        epoch: Epoch,
+        rules: &CacheRules,
+    ) -> Consulted {
+        let entry = Arc::new(entry);
+        let inserted = self
+            .store
+            .insert_unless_superseded(key.clone(), Arc::clone(&entry), epoch)
+            .await;
+        match inserted {
+            Inserted::Refused => return Consulted::Alone,
+            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced),
+            Inserted::New => {}
+        }
+        self.precompressor.start(
+            &self.store,
+            key.clone(),
+            Arc::clone(&entry),
+            &rules.encodings,
+        );
+        Consulted::Adopted(entry)
     }
 
     /// A 404 drops every entry of that credential and id; a 403 drops this one.
@@ -159,6 +239,7 @@ impl FlightCrew {
         purpose: Purpose,
         epoch: Epoch,
         rules: &CacheRules,
+        claim: Option<ClaimGuard>,
     ) -> Result<Arc<CachedResponse>, NoStoreReason> {
         let decision = rules.policy.decide(&Answer {
             status: response.status,
@@ -200,6 +281,9 @@ impl FlightCrew {
             Inserted::New => {}
         }
         self.metrics.store_decision(None);
+        if let Some(shared) = &self.shared {
+            shared.put(key.clone(), Arc::clone(&entry), claim);
+        }
         self.precompressor
             .start(&self.store, key, Arc::clone(&entry), &rules.encodings);
         Ok(entry)

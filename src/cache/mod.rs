@@ -3,7 +3,8 @@
 //! Split by topic: [`key`] (what tells answers apart), [`policy`] (pure
 //! storing rules and lifetimes), [`entry`] (what a HIT is served from),
 //! [`coalesce`] (one fetch per key), [`status`] (how the outcome is told to
-//! the client) and the moka-backed store.
+//! the client), the moka-backed store, the [`record`] another process can
+//! read, warm-restart [`snapshot`]s and the optional Redis [`shared`] tier.
 
 pub mod coalesce;
 pub mod encoding;
@@ -12,7 +13,9 @@ mod flight;
 pub mod key;
 pub mod policy;
 mod precompress;
+mod record;
 pub mod representation;
+pub mod shared;
 mod snapshot;
 pub mod status;
 mod store;
@@ -22,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::CacheSettings;
+use crate::config::{CacheSettings, SharedSettings};
 use crate::error::UpstreamError;
 use crate::metrics::Metrics;
 use crate::route::ConversationId;
@@ -35,6 +38,7 @@ pub use flight::{Failure, FetchOutcome, Purpose};
 use key::CacheKey;
 use policy::StorePolicy;
 use precompress::Precompressor;
+use shared::{Notice, SharedError, SharedTier};
 pub use snapshot::SnapshotError;
 use store::{PurgeScope, Store};
 
@@ -83,6 +87,15 @@ pub fn lifetime_cap(settings: &CacheSettings) -> Duration {
         .max(settings.not_found_ttl)
 }
 
+/// What a purge dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Entries this replica held.
+    pub local: u64,
+    /// Values deleted from the shared tier (none without one), or why not.
+    pub shared: Option<Result<u64, SharedError>>,
+}
+
 /// The in-memory cache and its flights; the rules come with each call.
 pub struct Cache {
     crew: FlightCrew,
@@ -90,20 +103,45 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// An empty cache with the configured bounds and rules, counting into `metrics`.
-    pub fn new(settings: &CacheSettings, metrics: Arc<Metrics>) -> Cache {
+    /// An empty cache with the configured bounds and rules, counting into
+    /// `metrics`, behind which the `shared` tier is consulted when set.
+    pub fn new(
+        settings: &CacheSettings,
+        shared: Option<&SharedSettings>,
+        metrics: Arc<Metrics>,
+    ) -> Cache {
         let on_evict = {
             let metrics = Arc::clone(&metrics);
             move |cause| metrics.eviction(cause)
         };
+        let store = Store::new(settings.max_bytes, lifetime_cap(settings), on_evict);
+        let shared = shared.and_then(|settings| {
+            SharedTier::start(settings, Arc::clone(&metrics.shared))
+                .inspect_err(|_| {
+                    tracing::error!(
+                        target: "ayra_cache::shared",
+                        "the shared tier could not start; caching alone"
+                    );
+                })
+                .ok()
+        });
+        if let Some(tier) = &shared {
+            tokio::spawn(follow_purges(store.clone(), tier.notices()));
+        }
         Cache {
             crew: FlightCrew {
-                store: Store::new(settings.max_bytes, lifetime_cap(settings), on_evict),
+                store,
                 metrics,
                 precompressor: Arc::new(Precompressor::new()),
+                shared,
             },
             flights: Arc::default(),
         }
+    }
+
+    /// Whether a shared tier is configured and its last operation reached it.
+    pub fn shared_up(&self) -> Option<bool> {
+        self.crew.shared.as_ref().map(|tier| tier.is_up())
     }
 
     /// The fresh entry for `key`, if any (a stale one is not a HIT).
@@ -164,17 +202,25 @@ impl Cache {
     }
 
     /// Drops every entry of conversation `id` (every flag variant, every
-    /// credential); returns how many.
-    pub async fn purge_conversation(&self, id: &ConversationId) -> u64 {
-        self.crew
-            .store
-            .purge_where(PurgeScope::Conversation(id), |key| key.id == *id)
-            .await
+    /// credential) here and in the shared tier, and tells every replica to
+    /// drop theirs.
+    pub async fn purge_conversation(&self, id: &ConversationId) -> Purged {
+        let local = purge_local(&self.crew.store, Some(id)).await;
+        let shared = match &self.crew.shared {
+            Some(tier) => Some(tier.purge_conversation(id).await),
+            None => None,
+        };
+        Purged { local, shared }
     }
 
-    /// Drops every entry; returns how many.
-    pub async fn purge_all(&self) -> u64 {
-        self.crew.store.purge_where(PurgeScope::All, |_| true).await
+    /// Drops every entry, here, in the shared tier and on every replica.
+    pub async fn purge_all(&self) -> Purged {
+        let local = purge_local(&self.crew.store, None).await;
+        let shared = match &self.crew.shared {
+            Some(tier) => Some(tier.purge_all().await),
+            None => None,
+        };
+        Purged { local, shared }
     }
 
     /// Writes every usable entry to `path`, giving up at `deadline`; returns
@@ -231,6 +277,38 @@ impl Cache {
         Usage {
             entries: store.entry_count(),
             bytes: store.weighted_size(),
+        }
+    }
+}
+
+/// Drops this replica's entries of conversation `id`, or all; returns how many.
+async fn purge_local(store: &Store, id: Option<&ConversationId>) -> u64 {
+    match id {
+        Some(id) => {
+            store
+                .purge_where(PurgeScope::Conversation(id), |key| key.id == *id)
+                .await
+        }
+        None => store.purge_where(PurgeScope::All, |_| true).await,
+    }
+}
+
+/// Drops local copies when any replica purges (this one included: a second
+/// purge finds nothing).
+async fn follow_purges(store: Store, mut notices: tokio::sync::broadcast::Receiver<Notice>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match notices.recv().await {
+            Ok(Notice::Purge(id)) => {
+                if let Ok(id) = ConversationId::parse(&id) {
+                    purge_local(&store, Some(&id)).await;
+                }
+            }
+            Ok(Notice::PurgeAll) => {
+                purge_local(&store, None).await;
+            }
+            Ok(Notice::Stored(_) | Notice::Released(_)) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
         }
     }
 }

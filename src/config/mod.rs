@@ -4,7 +4,10 @@
 //! so an operator can fix the file without reading code.
 
 mod raw;
+mod shared;
 mod validate;
+
+pub use shared::SharedSettings;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -73,6 +76,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
+    /// The Redis tier replicas share; none: this proxy caches alone.
+    pub shared: Option<SharedSettings>,
 }
 
 /// `[server]`: the client-facing listener and its limits.

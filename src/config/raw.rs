@@ -15,6 +15,7 @@ pub(super) struct RawSettings {
     pub auth: RawAuth,
     pub admin: RawAdmin,
     pub log: RawLog,
+    pub shared: Option<super::shared::RawShared>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -98,6 +98,7 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
             summary_interval: Some(duration("log.summary_interval", &raw.log.summary_interval)?)
                 .filter(|interval| !interval.is_zero()),
         },
+        shared: raw.shared.map(super::shared::settings).transpose()?,
     };
     check_auth_mode(&settings)?;
     Ok(settings)
@@ -134,7 +135,7 @@ fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     Ok(value)
 }
 
-fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(super) fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     let value = duration(key, text)?;
     if value.is_zero() {
         return Err(ConfigError::invalid(key, "must be longer than zero"));

@@ -1,8 +1,16 @@
 //! Unit tests of the snapshot file: round trip, expiry, damage and foreign files.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::*;
+use crate::auth::{Fingerprint, Partition};
+use crate::cache::key::Flags;
+use crate::cache::policy::{EntryKind, Lifetime};
+use crate::route::ConversationId;
 
 fn key(id: &str, partition: Partition) -> CacheKey {
     CacheKey {

@@ -1,0 +1,125 @@
+//! The shared tier's Prometheus series: lookups, claims, claim waits, writes and faults.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::link::SharedError;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// What a shared lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupResult {
+    /// A value this replica may serve.
+    Hit,
+    Miss,
+    /// A value past what this replica's clock allows (never served).
+    Expired,
+    /// A value that could not be opened or decoded (never served).
+    Unreadable,
+    /// Redis gave no answer.
+    Error,
+}
+
+/// How a wait for another replica's fetch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// Its value arrived.
+    Value,
+    /// It let go of the key without a value this replica could serve.
+    Released,
+    /// `lock_ttl` passed.
+    TimedOut,
+    /// Redis gave no answer.
+    Error,
+}
+
+/// The shared tier's counters, registered with the proxy's other metrics.
+#[derive(Default)]
+pub struct SharedMetrics {
+    lookups: Family<ResultLabel, Counter>,
+    errors: Family<KindLabel, Counter>,
+    claims: Family<ResultLabel, Counter>,
+    claim_waits: Family<ResultLabel, Counter>,
+    writes: Family<ResultLabel, Counter>,
+}
+
+impl SharedMetrics {
+    /// Registers every series in `registry`.
+    pub fn register(registry: &mut Registry) -> SharedMetrics {
+        let metrics = SharedMetrics::default();
+        registry.register(
+            "shared_lookups",
+            "Shared-tier lookups, by result (hit, miss, expired, unreadable, error)",
+            metrics.lookups.clone(),
+        );
+        registry.register(
+            "shared_errors",
+            "Shared-tier operations without an answer, by kind",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "shared_claims",
+            "Claims on a key's fetch, by result (held, taken, error)",
+            metrics.claims.clone(),
+        );
+        registry.register(
+            "shared_claim_waits",
+            "Waits for another replica's fetch, by outcome (value, released, timeout, error)",
+            metrics.claim_waits.clone(),
+        );
+        registry.register(
+            "shared_writes",
+            "Values written to the shared tier, by result (ok, error)",
+            metrics.writes.clone(),
+        );
+        metrics
+    }
+
+    pub fn lookup(&self, result: LookupResult) {
+        let result = match result {
+            LookupResult::Hit => "hit",
+            LookupResult::Miss => "miss",
+            LookupResult::Expired => "expired",
+            LookupResult::Unreadable => "unreadable",
+            LookupResult::Error => "error",
+        };
+        self.lookups.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn error(&self, error: SharedError) {
+        let kind = error.as_str();
+        self.errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn claim(&self, result: &'static str) {
+        self.claims.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn claim_wait(&self, outcome: WaitOutcome) {
+        let result = match outcome {
+            WaitOutcome::Value => "value",
+            WaitOutcome::Released => "released",
+            WaitOutcome::TimedOut => "timeout",
+            WaitOutcome::Error => "error",
+        };
+        self.claim_waits
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn write(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.writes.get_or_create(&ResultLabel { result }).inc();
+    }
+}
