@@ -143,6 +143,11 @@ fn authorize(state: &AdminState, request: &Request<Incoming>) -> Result<(), Prox
 async fn stats(state: &AdminState) -> serde_json::Value {
     let usage = state.app.cache.usage().await;
     let totals = state.app.metrics.totals();
+    let shared = match state.app.cache.shared_up() {
+        None => "off",
+        Some(true) => "up",
+        Some(false) => "down",
+    };
     json!({
         "entries": usage.entries,
         "bytes": usage.bytes,
@@ -151,6 +156,7 @@ async fn stats(state: &AdminState) -> serde_json::Value {
         "hit_ratio": totals.hit_ratio(),
         "upstream_errors": totals.upstream_errors,
         "uptime_seconds": totals.uptime.as_secs(),
+        "shared_tier": shared,
     })
 }
 

@@ -97,6 +97,8 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
             "cache.max_ttl",
             lifetime_cap(&new.cache) > lifetime_cap(&old.cache),
         ),
+        // The Redis tier is connected once, at start.
+        ("shared", old.shared != new.shared),
     ];
     plain
         .into_iter()

@@ -2,6 +2,7 @@
 
 mod app;
 mod raw;
+mod redis;
 mod standin;
 
 mod admin;
@@ -20,6 +21,7 @@ mod reload;
 mod representations;
 mod restarts;
 mod routes;
+mod shared;
 mod standin_smoke;
 mod storing;
 mod tls;
