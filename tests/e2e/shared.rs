@@ -166,6 +166,18 @@ async fn a_value_stored_through_one_replica_is_a_hit_on_the_others() {
         assert!(!again.cache_status.contains("detail=shared"), "{again:?}");
     }
     assert_eq!(standin.requests_for("conv_shared_a").await, 1);
+    let metrics = client
+        .get(format!("http://{}/metrics", all[1].admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ayra_cache_shared_lookups_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
     // Another credential never reads it.
     let other = client
         .get(format!(
@@ -427,6 +439,15 @@ async fn redis_down_at_start_killed_or_frozen_costs_no_request() {
         );
     }
     redis.freeze(false);
+    // Down at start, killed and frozen within a minute: one warning each at most.
+    for mut replica in all {
+        let logs = replica.running.stop();
+        let warnings = crate::binary::json_events(&logs)
+            .iter()
+            .filter(|event| event["target"] == "ayra_cache::shared" && event["level"] == "WARN")
+            .count();
+        assert_eq!(warnings, 1, "{logs}");
+    }
 }
 
 #[tokio::test]
