@@ -553,6 +553,66 @@ fn the_kustomization_lists_files_that_exist_and_builds() {
     }
 }
 
+#[test]
+fn the_shared_overlay_turns_on_a_valid_shared_tier() {
+    let dir = root().join("deploy/kubernetes-shared");
+    let kustomization = yaml("deploy/kubernetes-shared/kustomization.yaml");
+    for resource in items(&kustomization, &["resources"]) {
+        assert!(
+            dir.join(resource.as_str().unwrap()).exists(),
+            "{resource:?} is absent"
+        );
+    }
+    for patch in items(&kustomization, &["patches"]) {
+        assert!(dir.join(text(patch, &["path"])).is_file());
+    }
+    let patch = yaml("deploy/kubernetes-shared/deployment-patch.yaml");
+    assert_eq!(number(&patch, &["spec", "replicas"]), 3);
+    let env: Vec<(String, String)> = items(
+        &patch,
+        &["spec", "template", "spec", "containers", "0", "env"],
+    )
+    .iter()
+    .map(|var| {
+        (
+            text(var, &["name"]).to_owned(),
+            text(var, &["value"]).to_owned(),
+        )
+    })
+    .collect();
+    let redis_url = &env
+        .iter()
+        .find(|(name, _)| name == "AYRA_CACHE__SHARED__REDIS_URL")
+        .expect("the Redis URL")
+        .1;
+    // The URL names redis.yaml's Service and port.
+    let redis = yaml_documents(&dir.join("redis.yaml"));
+    let service = redis
+        .iter()
+        .find(|o| text(o, &["kind"]) == "Service")
+        .expect("a Service");
+    let port = number(service, &["spec", "ports", "0", "port"]);
+    assert!(
+        redis_url.contains(&format!(
+            "//{}:{port}",
+            text(service, &["metadata", "name"])
+        )),
+        "{redis_url}"
+    );
+    // The base config plus this environment is a valid config.
+    let vars: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let output = check_config_text(&configmap_toml(), &vars);
+    assert!(output.status.success(), "{}", show(&output));
+    let mut misspelt = vars.clone();
+    misspelt.push(("AYRA_CACHE__SHARED__TIMEOUTT", "1s"));
+    assert_eq!(
+        check_config_text(&configmap_toml(), &misspelt)
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
 // ---------------------------------------------------------------- Docker
 
 /// The Dockerfile's instructions: continuation lines joined, comments gone.
