@@ -105,15 +105,9 @@ impl FlightCrew {
         F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
     {
         let mut epoch = self.store.epoch(&key.id);
-        let stale = match purpose {
-            Purpose::Refresh => None,
-            Purpose::Demand => match self.store.get(&key, Instant::now()).await {
-                // A fetch for this key stored it between our lookup and now.
-                Some(entry) if entry.freshness(Instant::now()) == Freshness::Fresh => {
-                    return FetchOutcome::Cached(entry);
-                }
-                held => held,
-            },
+        let stale = match self.recheck(&key, purpose).await {
+            Ok(fresh) => return FetchOutcome::Cached(fresh),
+            Err(held) => held,
         };
         let mut claim = None;
         if let Some(shared) = &self.shared {
@@ -158,6 +152,23 @@ impl FlightCrew {
             response: Arc::new(response),
             stored,
             revalidated: stale.is_some(),
+        }
+    }
+
+    /// A demand fetch looks again: a fetch for this key may have stored it
+    /// between the caller's lookup and now (`Ok`). Otherwise, the stale
+    /// entry held, if any (`Err`).
+    async fn recheck(
+        &self,
+        key: &CacheKey,
+        purpose: Purpose,
+    ) -> Result<Arc<CachedResponse>, Option<Arc<CachedResponse>>> {
+        if purpose == Purpose::Refresh {
+            return Err(None);
+        }
+        match self.store.get(key, Instant::now()).await {
+            Some(entry) if entry.freshness(Instant::now()) == Freshness::Fresh => Ok(entry),
+            held => Err(held),
         }
     }
 
