@@ -141,6 +141,27 @@ async fn values_in(redis: &RedisServer, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The one value Redis holds for conversation `id`, as (name, raw bytes),
+/// once the background write has landed (2 s at most).
+async fn stored_value(redis: &RedisServer, id: &str) -> (String, Vec<u8>) {
+    let mut connection = redis.connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut names = values_in(redis, id).await;
+        if let Some(name) = names.pop() {
+            assert!(names.is_empty(), "one value expected for {id}");
+            let value: Vec<u8> = redis::cmd("GET")
+                .arg(&name)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            return (name, value);
+        }
+        assert!(Instant::now() < deadline, "the value never reached Redis");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_value_stored_through_one_replica_is_a_hit_on_the_others() {
     let standin = StandIn::spawn().await;
@@ -150,12 +171,7 @@ async fn a_value_stored_through_one_replica_is_a_hit_on_the_others() {
     let first = read(&client, &all[0], "conv_shared_a").await;
     assert_eq!((first.status, first.x_cache.as_str()), (200, "MISS"));
     assert!(first.cache_status.contains("stored"), "{first:?}");
-    // The write is in the background: give it a moment to land.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while values_in(&redis, "conv_shared_a").await.is_empty() {
-        assert!(Instant::now() < deadline, "the value never reached Redis");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    stored_value(&redis, "conv_shared_a").await;
     for replica in &all[1..] {
         let seen = read(&client, replica, "conv_shared_a").await;
         assert_shared_hit(&seen);
@@ -235,20 +251,8 @@ async fn a_value_past_its_url_deadline_is_never_served_from_redis() {
     let b = replica(&standin, &redis.url(), &extra, &[]).await;
     let client = reqwest::Client::new();
     assert_eq!(read(&client, &a, "conv_forged").await.x_cache, "MISS");
+    let (name, value) = stored_value(&redis, "conv_forged").await;
     let mut connection = redis.connection().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let (name, value) = loop {
-        if let Some(name) = values_in(&redis, "conv_forged").await.pop() {
-            let value: Vec<u8> = redis::cmd("GET")
-                .arg(&name)
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            break (name, value);
-        }
-        assert!(Instant::now() < deadline, "the value never reached Redis");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
     // Past the URL deadline, the same bytes written back with a forged expiry.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let _: () = redis::cmd("SET")
@@ -317,15 +321,7 @@ async fn sealed_values_hold_no_transcript_text_and_still_serve() {
         .unwrap()
         .to_owned();
     assert!(text.len() > 20);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let names = values_in(&redis, "conv_sealed").await;
-    assert_eq!(names.len(), 1);
-    let mut connection = redis.connection().await.unwrap();
-    let raw: Vec<u8> = redis::cmd("GET")
-        .arg(&names[0])
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let (_, raw) = stored_value(&redis, "conv_sealed").await;
     let raw = String::from_utf8_lossy(&raw);
     assert!(
         !raw.contains(&text[..20]),
@@ -351,14 +347,7 @@ async fn unsealed_values_do_hold_the_transcript() {
         .as_str()
         .unwrap()
         .to_owned();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let names = values_in(&redis, "conv_clear").await;
-    let mut connection = redis.connection().await.unwrap();
-    let raw: Vec<u8> = redis::cmd("GET")
-        .arg(&names[0])
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let (_, raw) = stored_value(&redis, "conv_clear").await;
     assert!(String::from_utf8_lossy(&raw).contains(&text[..20]));
 }
 
