@@ -473,4 +473,89 @@ async fn a_redis_cluster_shares_values_and_one_fetch() {
     let seen = burst(&client, &all, "conv_cluster_burst").await;
     assert!(seen.iter().all(|seen| seen.status == 200));
     assert_eq!(standin.requests_for("conv_cluster_burst").await, 1);
+    // A purge of everything walks every conversation on every node.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = admin(&client, &all[0], reqwest::Method::DELETE, "/admin/cache").await;
+    assert!(
+        report["shared"]["purged"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    let left: Vec<String> = cluster
+        .keys("ayra-cache:v1:{*")
+        .await
+        .into_iter()
+        .filter(|key| !key.ends_with(":claim"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    for replica in &all {
+        wait_for_entries(&client, replica, 0).await;
+    }
+}
+
+/// The claim name for `id` read with [`TOKEN`] and every flag on.
+fn claim_name(id: &str) -> String {
+    let fingerprint = hex::encode(Sha256::digest(format!("Bearer {TOKEN}").as_bytes()));
+    format!("ayra-cache:v1:{{{id}}}:k{fingerprint}:111:claim")
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_dead_replica_holds_others_only_until_it_lapses() {
+    let standin = StandIn::spawn().await;
+    let redis = RedisServer::start().await;
+    let a = replica(&standin, &redis.url(), &[], &[]).await;
+    let client = reqwest::Client::new();
+    // A replica claimed the fetch, then died: its claim lapses in 1 s.
+    let mut connection = redis.connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(claim_name("conv_orphan"))
+        .arg("token-of-a-dead-replica")
+        .arg("PX")
+        .arg(1000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let seen = read(&client, &a, "conv_orphan").await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (seen.status, seen.x_cache.as_str()),
+        (200, "MISS"),
+        "{seen:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    assert_eq!(standin.requests_for("conv_orphan").await, 1);
+}
+
+#[tokio::test]
+async fn when_the_holder_cannot_store_each_replica_fetches_on_its_own() {
+    let standin = StandIn::spawn().await;
+    standin
+        .set(
+            "conv_live",
+            json!({"status": "in_progress", "delay_ms": 300}),
+        )
+        .await;
+    let redis = RedisServer::start().await;
+    let all = replicas(&standin, &redis.url(), &[]).await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let seen = burst(&client, &all, "conv_live").await;
+    assert!(seen.iter().all(|s| s.status == 200 && s.x_cache == "MISS"));
+    assert!(seen.iter().all(|s| !s.cache_status.contains("stored")));
+    // One call per replica at most: the holder's, then each waiter's own,
+    // right after the holder let go (not after lock_ttl).
+    let calls = standin.requests_for("conv_live").await;
+    assert!((1..=3).contains(&calls), "{calls} calls");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(values_in(&redis, "conv_live").await.is_empty());
+    let mut connection = redis.connection().await.unwrap();
+    let claim: Option<String> = redis::cmd("GET")
+        .arg(claim_name("conv_live"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(claim, None, "the holder let go of its claim");
 }
