@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::standin::StandIn;
 
 /// A config file written for one test: the test defaults, then the test's own keys.
+#[derive(Clone)]
 pub struct ConfigFile {
     sections: BTreeMap<String, BTreeMap<String, String>>,
 }
