@@ -1,10 +1,11 @@
 //! One client connection: HTTP/1.1 or HTTP/2 (plain or TLS), with head limits, cut when
-//! [`Activity`] says it is due.
+//! [`Activity`] says it is due, its heads checked by the [`HeadGate`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -14,8 +15,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Activity, OnExpiry, Tracked};
+use super::head_gate::{Handoff, HeadGate};
 use super::Respond;
 use crate::config::ServerSettings;
+use crate::error::{ClientError, ProxyError};
 
 /// Largest request head accepted; past it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -85,12 +88,12 @@ pub(super) async fn serve<R: Respond>(
         activity,
     };
     match tls {
-        None => connection.drive(TokioIo::new(tracked)).await,
+        None => connection.drive(tracked).await,
         Some(acceptor) => {
             // The handshake counts against the header read timeout.
             let handshake = acceptor.accept(tracked);
             match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                Ok(Ok(stream)) => connection.drive(TokioIo::new(stream)).await,
+                Ok(Ok(stream)) => connection.drive(stream).await,
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake not done in time: closing"),
             }
@@ -108,7 +111,7 @@ struct Served<R> {
 }
 
 impl<R: Respond> Served<R> {
-    async fn drive<IO>(self, io: TokioIo<IO>)
+    async fn drive<IO>(self, io: IO)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -119,19 +122,29 @@ impl<R: Respond> Served<R> {
             mut stop,
             activity,
         } = self;
+        let handoff = Arc::new(Handoff::new());
         let service = {
             let activity = Arc::clone(&activity);
-            service_fn(move |request| {
+            let handoff = Arc::clone(&handoff);
+            service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let refused = handoff.request_seen(&request.body().size_hint());
                 let busy = activity.request_started();
-                let response = Arc::clone(&responder).respond(request);
+                let routed = (!refused).then(|| Arc::clone(&responder).respond(request));
                 async move {
-                    let response = response.await;
+                    let response = match routed {
+                        Some(response) => response.await,
+                        None => {
+                            tracing::debug!(%peer, "request head with a bare LF refused");
+                            ProxyError::from(ClientError::BareLineFeed).into_response()
+                        }
+                    };
                     drop(busy);
                     Ok::<_, std::convert::Infallible>(response)
                 }
             })
         };
         let builder = protocols(&limits);
+        let io = TokioIo::new(HeadGate::new(io, handoff, MAX_HEAD_BYTES));
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
         let mut draining = false;

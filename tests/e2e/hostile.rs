@@ -24,7 +24,7 @@ use crate::raw;
 use crate::standin::StandIn;
 
 /// Sends `bytes` as they are and reads until the proxy closes (or `limit` passes).
-async fn exchange_bytes(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+pub(crate) async fn exchange_bytes(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     // The proxy may close before reading everything: that is an answer too.
     let _ = stream.write_all(bytes).await;
@@ -33,7 +33,7 @@ async fn exchange_bytes(addr: SocketAddr, bytes: &[u8], limit: Duration) -> Stri
 
 /// The status code of the first response in `answer`, or `None` when the
 /// connection was closed without one.
-fn status_of(answer: &str) -> Option<u16> {
+pub(crate) fn status_of(answer: &str) -> Option<u16> {
     let rest = answer.strip_prefix("HTTP/1.1 ")?;
     rest.get(..3)?.parse().ok()
 }
@@ -52,13 +52,17 @@ pub(crate) fn assert_error(answer: &str, status: u16, code: &str, name: &str) {
 }
 
 /// The proxy still serves other clients.
-async fn assert_still_serving(app: &TestApp) {
+pub(crate) async fn assert_still_serving(app: &TestApp) {
     let response = app.get("/healthz", None).await;
     assert_eq!(response.status(), 200, "the proxy stopped answering");
 }
 
 /// Each request gets a 4xx or a closed connection, and nothing reaches the upstream.
-async fn assert_refused_locally(standin: &StandIn, app: &TestApp, cases: &[(&str, &[u8])]) {
+pub(crate) async fn assert_refused_locally(
+    standin: &StandIn,
+    app: &TestApp,
+    cases: &[(&str, &[u8])],
+) {
     for (name, bytes) in cases {
         let before = standin.stats().await.requests_total;
         let answer = exchange_bytes(app.addr, bytes, Duration::from_secs(3)).await;
@@ -376,7 +380,6 @@ async fn headers_named_in_connection_cannot_strip_the_credential_or_the_host() {
 // Once known defects, now held (see `request_framing.rs` for their edges).
 
 #[tokio::test]
-#[ignore = "src defect: bare-LF heads are accepted and forwarded (httparse allows them)"]
 async fn bare_lf_line_endings_are_refused() {
     let (standin, app) = spawn_pair(&[]).await;
     let cases: [(&str, &[u8]); 3] = [

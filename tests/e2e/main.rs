@@ -18,6 +18,7 @@ mod limits;
 mod properties;
 mod reload;
 mod representations;
+mod request_framing;
 mod restarts;
 mod routes;
 mod standin_smoke;
