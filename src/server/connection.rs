@@ -1,11 +1,15 @@
 //! One client connection: HTTP/1.1 or HTTP/2 (plain or TLS), with head limits, cut when
 //! [`Activity`] says it is due, its heads checked by the [`HeadGate`].
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -14,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, OnExpiry, Tracked};
+use super::activity::{Activity, BusyGuard, OnExpiry, Tracked};
 use super::head_gate::{Handoff, HeadGate};
 use super::Respond;
 use crate::config::ServerSettings;
@@ -101,6 +105,26 @@ pub(super) async fn serve<R: Respond>(
     }
 }
 
+/// Answers one request: the gate's stand-in for a refused head with the 400,
+/// any other through `responder`. The handler's future is made in here, so
+/// it is held (and moved) once; `busy` ends with the answer.
+async fn answer<R: Respond>(
+    responder: Arc<R>,
+    request: Request<Incoming>,
+    refused: bool,
+    busy: BusyGuard,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = if refused {
+        tracing::debug!(%peer, "request head with a bare LF refused");
+        ProxyError::from(ClientError::BareLineFeed).into_response()
+    } else {
+        responder.respond(request).await
+    };
+    drop(busy);
+    Ok(response)
+}
+
 /// One connection's request handling, over plain TCP or TLS.
 struct Served<R> {
     peer: SocketAddr,
@@ -126,21 +150,10 @@ impl<R: Respond> Served<R> {
         let service = {
             let activity = Arc::clone(&activity);
             let handoff = Arc::clone(&handoff);
-            service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            service_fn(move |request: Request<Incoming>| {
                 let refused = handoff.request_seen(&request.body().size_hint());
                 let busy = activity.request_started();
-                let routed = (!refused).then(|| Arc::clone(&responder).respond(request));
-                async move {
-                    let response = match routed {
-                        Some(response) => response.await,
-                        None => {
-                            tracing::debug!(%peer, "request head with a bare LF refused");
-                            ProxyError::from(ClientError::BareLineFeed).into_response()
-                        }
-                    };
-                    drop(busy);
-                    Ok::<_, std::convert::Infallible>(response)
-                }
+                answer(Arc::clone(&responder), request, refused, busy, peer)
             })
         };
         let builder = protocols(&limits);

@@ -9,7 +9,7 @@
 //! Bytes it cannot follow (HTTP/2, framing hyper will refuse too) end the
 //! following: from then on every byte passes.
 
-use memchr::memchr;
+use memchr::memchr_iter;
 
 /// How hyper framed a request's body, from the head it read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +165,7 @@ enum Head {
 impl HeadScan {
     fn advance(&mut self, bytes: &[u8]) -> Head {
         let mut start = 0;
-        while let Some(offset) = memchr(b'\n', &bytes[start..]) {
-            let lf = start + offset;
+        for lf in memchr_iter(b'\n', bytes) {
             let cr = if lf > start {
                 bytes[lf - 1] == b'\r'
             } else {

@@ -84,11 +84,17 @@ struct Held {
 
 impl Held {
     /// Gives `buf` what is cleared; false when there is nothing.
+    #[inline]
     fn give(&mut self, buf: &mut ReadBuf<'_>) -> bool {
         let count = (self.cleared - self.given).min(buf.remaining());
         if count == 0 {
             return false;
         }
+        self.give_some(buf, count);
+        true
+    }
+
+    fn give_some(&mut self, buf: &mut ReadBuf<'_>, count: usize) {
         buf.put_slice(&self.bytes[self.given..self.given + count]);
         self.given += count;
         if self.given == self.cleared {
@@ -97,7 +103,6 @@ impl Held {
             self.scanned -= self.given;
             (self.given, self.cleared) = (0, 0);
         }
-        true
     }
 }
 
