@@ -41,6 +41,23 @@ impl UpstreamError {
     }
 }
 
+/// Why a client's request could not be read: the client's fault, a 4xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// A request head with a line ending in a bare LF instead of CRLF.
+    #[error("request head line ends in a bare LF")]
+    BareLineFeed,
+    /// A forwarded request's body is unreadable (bad chunked framing, cut short).
+    #[error("unreadable request body")]
+    UnreadableBody,
+    /// A forwarded request's body is larger than `server.max_request_body`.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// A forwarded request's body did not arrive whole within `server.header_read_timeout`.
+    #[error("request body too slow")]
+    BodyTimeout,
+}
+
 /// Everything the proxy itself answers with an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
@@ -71,6 +88,9 @@ pub enum ProxyError {
     /// A known path with a method it does not answer.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The client's request could not be read.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The upstream exchange failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -144,6 +164,30 @@ impl ProxyError {
                 "invalid_request_error",
                 "method_not_allowed",
                 "This path does not answer that method",
+            ),
+            E::Client(ClientError::BareLineFeed) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_line_ending",
+                "Every line of a request head must end with CRLF, not a bare LF",
+            ),
+            E::Client(ClientError::UnreadableBody) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request_body",
+                "The request body could not be read (malformed chunked framing or cut short)",
+            ),
+            E::Client(ClientError::BodyTooLarge) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_body_too_large",
+                "The request body is larger than this proxy accepts",
+            ),
+            E::Client(ClientError::BodyTimeout) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_body_timeout",
+                "The request body did not arrive in time",
             ),
             E::Upstream(UpstreamError::Unavailable) => (
                 StatusCode::BAD_GATEWAY,
@@ -234,6 +278,21 @@ mod tests {
         assert_eq!(json["error"]["type"], "invalid_request_error");
         assert_eq!(json["error"]["code"], "invalid_conversation_id");
         assert!(json["error"]["message"].is_string());
+    }
+
+    #[test]
+    fn client_faults_map_to_4xx() {
+        let status = |e: ClientError| ProxyError::from(e).status();
+        assert_eq!(status(ClientError::BareLineFeed), StatusCode::BAD_REQUEST);
+        assert_eq!(status(ClientError::UnreadableBody), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(ClientError::BodyTooLarge),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(ClientError::BodyTimeout),
+            StatusCode::REQUEST_TIMEOUT
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::live::{self, LiveSettings};
 use crate::metrics::Metrics;
+use crate::passthrough::BodyLimits;
 use crate::route::{self, ConversationId, Route};
 use crate::server::Respond;
 use crate::upstream::Upstream;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub upstream: Arc<Upstream>,
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
+    /// Bounds on reading a forwarded request's body (fixed at start).
+    pub request_body: BodyLimits,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
                 Arc::clone(&metrics),
             ),
             metrics,
+            request_body: BodyLimits::from(&settings.server),
         }
     }
 }

@@ -3,18 +3,43 @@
 //! Method, path, query, body and end-to-end headers travel; hop-by-hop
 //! headers do not, `Host` becomes the upstream's, and the `Authorization`
 //! sent is the request's credential (the proxy's key in proxy-key mode).
+//!
+//! The body is read whole, under [`BodyLimits`], before an upstream slot is
+//! taken: a client trickling its body holds only its own connection, and an
+//! unreadable body is the client's 4xx, never an upstream exchange.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
 
 use crate::access_log::AccessRecord;
 use crate::auth::Credential;
-use crate::error::ProxyError;
+use crate::config::ServerSettings;
+use crate::error::{ClientError, ProxyError};
 use crate::handler::AppState;
 use crate::hop_by_hop;
 use crate::live::Live;
+
+/// The bounds on reading a forwarded request's body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// `server.max_request_body`: past it, 413.
+    pub max_bytes: u64,
+    /// `server.header_read_timeout`: the whole body must arrive within it, else 408.
+    pub read_timeout: Duration,
+}
+
+impl From<&ServerSettings> for BodyLimits {
+    fn from(server: &ServerSettings) -> Self {
+        BodyLimits {
+            max_bytes: server.max_request_body,
+            read_timeout: server.header_read_timeout,
+        }
+    }
+}
 
 /// Forwards `request` and answers with whatever the upstream said. Never cached.
 pub async fn forward(
@@ -25,6 +50,7 @@ pub async fn forward(
     record: &mut AccessRecord,
 ) -> Result<Response<Full<Bytes>>, ProxyError> {
     let (mut parts, body) = request.into_parts();
+    let body = read_body(body, state.request_body).await?;
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -39,11 +65,30 @@ pub async fn forward(
             .headers
             .insert(header::AUTHORIZATION, credential.clone());
     }
-    let mut outgoing = Request::new(body.boxed());
+    let body = Full::new(body).map_err(|never| match never {}).boxed();
+    let mut outgoing = Request::new(body);
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri.parse().map_err(|_| ProxyError::InvalidPath)?;
     *outgoing.headers_mut() = parts.headers;
     let response = state.upstream.send(outgoing, live.upstream_timeout).await?;
     record.upstream = Some(response.elapsed);
     Ok(response.to_response())
+}
+
+/// The whole request body, or the client's fault: too large (a declared
+/// length is refused before a byte is read), too slow, or unreadable.
+async fn read_body(body: Incoming, limits: BodyLimits) -> Result<Bytes, ClientError> {
+    if body.size_hint().lower() > limits.max_bytes {
+        return Err(ClientError::BodyTooLarge);
+    }
+    let limit = usize::try_from(limits.max_bytes).unwrap_or(usize::MAX);
+    let collected = tokio::time::timeout(limits.read_timeout, Limited::new(body, limit).collect());
+    match collected.await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ClientError::BodyTooLarge)
+        }
+        Ok(Err(_)) => Err(ClientError::UnreadableBody),
+        Err(_) => Err(ClientError::BodyTimeout),
+    }
 }

@@ -79,6 +79,7 @@ macro_rules! changes {
 fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let plain = changes!(old, new:
         server.listen, server.admin_listen, server.header_read_timeout,
+        server.max_request_body,
         server.idle_timeout, server.max_connections, server.shutdown_grace,
         server.h2_max_concurrent_streams,
         upstream.base_url, upstream.connect_timeout, upstream.pool_idle_timeout,

@@ -87,6 +87,8 @@ pub struct ServerSettings {
     /// The operators' listener (metrics, stats, purge); none when unset.
     pub admin_listen: Option<SocketAddr>,
     pub header_read_timeout: Duration,
+    /// Largest forwarded request body, read whole before it goes upstream.
+    pub max_request_body: u64,
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,

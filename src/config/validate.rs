@@ -25,6 +25,7 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
                 "server.header_read_timeout",
                 &raw.server.header_read_timeout,
             )?,
+            max_request_body: request_body_size(&raw.server.max_request_body)?,
             idle_timeout: positive_duration("server.idle_timeout", &raw.server.idle_timeout)?,
             admin_listen: raw
                 .server
@@ -154,6 +155,18 @@ fn positive_size(key: &str, raw: &RawSize) -> Result<u64, ConfigError> {
     };
     if bytes == 0 {
         return Err(ConfigError::invalid(key, "must be larger than zero"));
+    }
+    Ok(bytes)
+}
+
+/// Forwarded request bodies are held in memory whole: at most this each.
+const MAX_REQUEST_BODY: u64 = 1 << 30;
+
+fn request_body_size(raw: &RawSize) -> Result<u64, ConfigError> {
+    const KEY: &str = "server.max_request_body";
+    let bytes = positive_size(KEY, raw)?;
+    if bytes > MAX_REQUEST_BODY {
+        return Err(ConfigError::invalid(KEY, "must be at most 1 GiB"));
     }
     Ok(bytes)
 }
@@ -323,6 +336,7 @@ mod tests {
         assert_eq!(s.cache.expiry_margin, Duration::from_secs(60));
         assert_eq!(s.cache.statuses, vec!["completed".to_string()]);
         assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.server.max_request_body, 1024 * 1024);
         assert_eq!(s.server.idle_timeout, Duration::from_secs(60));
         assert_eq!(s.server.max_connections, 4096);
         assert_eq!(s.server.shutdown_grace, Duration::from_secs(30));
@@ -392,6 +406,14 @@ mod tests {
                 "cache.in_progress_ttl",
             ),
             ("[cache]\nnot_found_ttl = \"5\"\n", "cache.not_found_ttl"),
+            (
+                "[server]\nmax_request_body = \"2GiB\"\n",
+                "server.max_request_body",
+            ),
+            (
+                "[server]\nmax_request_body = 0\n",
+                "server.max_request_body",
+            ),
         ];
         for (toml, key) in cases {
             assert_eq!(key_of(load(toml, &[]).unwrap_err()), key, "{toml}");

@@ -1,10 +1,15 @@
 //! One client connection: HTTP/1.1 or HTTP/2 (plain or TLS), with head limits, cut when
-//! [`Activity`] says it is due.
+//! [`Activity`] says it is due, its heads checked by the [`HeadGate`].
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -13,9 +18,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, OnExpiry, Tracked};
+use super::activity::{Activity, BusyGuard, OnExpiry, Tracked};
+use super::head_gate::{Handoff, HeadGate};
 use super::Respond;
 use crate::config::ServerSettings;
+use crate::error::{ClientError, ProxyError};
 
 /// Largest request head accepted; past it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -85,17 +92,37 @@ pub(super) async fn serve<R: Respond>(
         activity,
     };
     match tls {
-        None => connection.drive(TokioIo::new(tracked)).await,
+        None => connection.drive(tracked).await,
         Some(acceptor) => {
             // The handshake counts against the header read timeout.
             let handshake = acceptor.accept(tracked);
             match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                Ok(Ok(stream)) => connection.drive(TokioIo::new(stream)).await,
+                Ok(Ok(stream)) => connection.drive(stream).await,
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake not done in time: closing"),
             }
         }
     }
+}
+
+/// Answers one request: the gate's stand-in for a refused head with the 400,
+/// any other through `responder`. The handler's future is made in here, so
+/// it is held (and moved) once; `busy` ends with the answer.
+async fn answer<R: Respond>(
+    responder: Arc<R>,
+    request: Request<Incoming>,
+    refused: bool,
+    busy: BusyGuard,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = if refused {
+        tracing::debug!(%peer, "request head with a bare LF refused");
+        ProxyError::from(ClientError::BareLineFeed).into_response()
+    } else {
+        responder.respond(request).await
+    };
+    drop(busy);
+    Ok(response)
 }
 
 /// One connection's request handling, over plain TCP or TLS.
@@ -108,7 +135,7 @@ struct Served<R> {
 }
 
 impl<R: Respond> Served<R> {
-    async fn drive<IO>(self, io: TokioIo<IO>)
+    async fn drive<IO>(self, io: IO)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -119,19 +146,18 @@ impl<R: Respond> Served<R> {
             mut stop,
             activity,
         } = self;
+        let handoff = Arc::new(Handoff::new());
         let service = {
             let activity = Arc::clone(&activity);
-            service_fn(move |request| {
+            let handoff = Arc::clone(&handoff);
+            service_fn(move |request: Request<Incoming>| {
+                let refused = handoff.request_seen(&request.body().size_hint());
                 let busy = activity.request_started();
-                let response = Arc::clone(&responder).respond(request);
-                async move {
-                    let response = response.await;
-                    drop(busy);
-                    Ok::<_, std::convert::Infallible>(response)
-                }
+                answer(Arc::clone(&responder), request, refused, busy, peer)
             })
         };
         let builder = protocols(&limits);
+        let io = TokioIo::new(HeadGate::new(io, handoff, MAX_HEAD_BYTES));
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
         let mut draining = false;

@@ -7,6 +7,8 @@
 
 mod activity;
 mod connection;
+mod framing;
+mod head_gate;
 pub mod tls;
 
 use std::future::Future;

@@ -24,7 +24,7 @@ use crate::raw;
 use crate::standin::StandIn;
 
 /// Sends `bytes` as they are and reads until the proxy closes (or `limit` passes).
-async fn exchange_bytes(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+pub(crate) async fn exchange_bytes(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     // The proxy may close before reading everything: that is an answer too.
     let _ = stream.write_all(bytes).await;
@@ -33,19 +33,36 @@ async fn exchange_bytes(addr: SocketAddr, bytes: &[u8], limit: Duration) -> Stri
 
 /// The status code of the first response in `answer`, or `None` when the
 /// connection was closed without one.
-fn status_of(answer: &str) -> Option<u16> {
+pub(crate) fn status_of(answer: &str) -> Option<u16> {
     let rest = answer.strip_prefix("HTTP/1.1 ")?;
     rest.get(..3)?.parse().ok()
 }
 
+/// `answer` is one `status` response in the API's error shape with `code`.
+pub(crate) fn assert_error(answer: &str, status: u16, code: &str, name: &str) {
+    assert_eq!(status_of(answer), Some(status), "{name}: {answer}");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let json: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}: {body}"));
+    assert_eq!(
+        json["error"]["type"], "invalid_request_error",
+        "{name}: {body}"
+    );
+    assert_eq!(json["error"]["code"], code, "{name}: {body}");
+    assert!(json["error"]["message"].is_string(), "{name}: {body}");
+}
+
 /// The proxy still serves other clients.
-async fn assert_still_serving(app: &TestApp) {
+pub(crate) async fn assert_still_serving(app: &TestApp) {
     let response = app.get("/healthz", None).await;
     assert_eq!(response.status(), 200, "the proxy stopped answering");
 }
 
 /// Each request gets a 4xx or a closed connection, and nothing reaches the upstream.
-async fn assert_refused_locally(standin: &StandIn, app: &TestApp, cases: &[(&str, &[u8])]) {
+pub(crate) async fn assert_refused_locally(
+    standin: &StandIn,
+    app: &TestApp,
+    cases: &[(&str, &[u8])],
+) {
     for (name, bytes) in cases {
         let before = standin.stats().await.requests_total;
         let answer = exchange_bytes(app.addr, bytes, Duration::from_secs(3)).await;
@@ -360,10 +377,9 @@ async fn headers_named_in_connection_cannot_strip_the_credential_or_the_host() {
 }
 
 // ---------------------------------------------------------------------------
-// Known defects (each test states what should hold; see the reasons).
+// Once known defects, now held (see `request_framing.rs` for their edges).
 
 #[tokio::test]
-#[ignore = "src defect: bare-LF heads are accepted and forwarded (httparse allows them)"]
 async fn bare_lf_line_endings_are_refused() {
     let (standin, app) = spawn_pair(&[]).await;
     let cases: [(&str, &[u8]); 3] = [
@@ -381,10 +397,13 @@ async fn bare_lf_line_endings_are_refused() {
         ),
     ];
     assert_refused_locally(&standin, &app, &cases).await;
+    for (name, bytes) in cases {
+        let answer = exchange_bytes(app.addr, bytes, Duration::from_secs(3)).await;
+        assert_error(&answer, 400, "invalid_line_ending", name);
+    }
 }
 
 #[tokio::test]
-#[ignore = "src defect: a bad chunk size reaches the upstream client and is answered 502 upstream_bad_response"]
 async fn an_absurd_chunk_size_is_a_400_and_opens_no_upstream_exchange() {
     let (standin, app) = spawn_pair(&[]).await;
     let cases: [(&str, &[u8]); 3] = [
@@ -402,6 +421,10 @@ async fn an_absurd_chunk_size_is_a_400_and_opens_no_upstream_exchange() {
         ),
     ];
     assert_refused_locally(&standin, &app, &cases).await;
+    for (name, bytes) in cases {
+        let answer = exchange_bytes(app.addr, bytes, Duration::from_secs(3)).await;
+        assert_error(&answer, 400, "invalid_request_body", name);
+    }
 }
 
 #[tokio::test]
@@ -447,11 +470,11 @@ async fn dot_segments_behind_encoded_slashes_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "src defect: a client trickling a pass-through body holds an upstream slot until upstream.timeout"]
 async fn a_slow_request_body_does_not_starve_the_upstream() {
     let (standin, app) = spawn_pair(&[
         ("upstream.max_concurrency", "1"),
         ("upstream.timeout", "\"1s\""),
+        ("server.header_read_timeout", "\"800ms\""),
     ])
     .await;
     let mut slow = TcpStream::connect(app.addr).await.unwrap();
@@ -468,8 +491,16 @@ async fn a_slow_request_body_does_not_starve_the_upstream() {
         "a miss waited {:?} behind a slow client's body",
         started.elapsed()
     );
-    drop(slow);
+    // The slow client gets 408 once its body is late, and nothing went upstream for it.
+    let answer = raw::read_until_closed(&mut slow, Duration::from_secs(3)).await;
+    assert_error(&answer, 408, "request_body_timeout", "a trickled body");
     assert_eq!(standin.requests_for("conv_starved").await, 1);
+    assert_eq!(
+        standin.stats().await.requests_total,
+        1,
+        "the slow POST went upstream"
+    );
+    assert_still_serving(&app).await;
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ mod limits;
 mod properties;
 mod reload;
 mod representations;
+mod request_framing;
 mod restarts;
 mod routes;
 mod shared;
