@@ -559,3 +559,44 @@ async fn when_the_holder_cannot_store_each_replica_fetches_on_its_own() {
         .unwrap();
     assert_eq!(claim, None, "the holder let go of its claim");
 }
+
+#[tokio::test]
+async fn a_redis_that_answers_errors_is_no_client_error() {
+    let standin = StandIn::spawn().await;
+    let redis = RedisServer::start().await;
+    let all = replicas(&standin, &redis.url(), &[]).await;
+    let client = reqwest::Client::new();
+    // Out of memory, evicting nothing: every write is refused with an error.
+    let mut connection = redis.connection().await.unwrap();
+    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+    for (i, replica) in all.iter().enumerate() {
+        let id = format!("conv_refused_{i}");
+        let seen = read(&client, replica, &id).await;
+        assert_eq!(
+            (seen.status, seen.x_cache.as_str()),
+            (200, "MISS"),
+            "{seen:?}"
+        );
+        assert_eq!(read(&client, replica, &id).await.x_cache, "HIT");
+    }
+    let metrics = client
+        .get(format!("http://{}/metrics", all[0].admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ayra_cache_shared_errors_total{kind=\"refused\"}"),
+        "{metrics}"
+    );
+}
