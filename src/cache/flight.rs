@@ -200,8 +200,7 @@ impl FlightCrew {
             Inserted::New => {}
         }
         self.metrics.store_decision(None);
-        self.precompressor
-            .start(&self.store, key, Arc::clone(&entry), &rules.encodings);
+        // Compressed lazily, by the first HIT that asks for a coding.
         Ok(entry)
     }
 }
