@@ -260,11 +260,10 @@ impl CachedResponse {
     }
 }
 
-/// The same headers in no more memory than they need. A `HeaderMap` that
-/// grew by inserts keeps room for many more (a bucket of about 100 bytes per
-/// slot, 6 or 16 slots for our 2 to 5 headers: over 1 KiB an entry, most of
-/// it empty); its clone holds exactly its entries. Entries never grow after
-/// this.
+/// The same headers in no more memory than they need. The map they were
+/// gathered in has room for 12 (a bucket of about 100 bytes each, some
+/// 1.2 KiB an entry for our 2 to 5 headers); its clone holds exactly its
+/// entries. Stored headers never grow afterwards.
 fn compact(headers: &HeaderMap) -> HeaderMap {
     headers.clone()
 }
