@@ -76,3 +76,51 @@ impl Precompressor {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    use super::super::policy::{EntryKind, Lifetime};
+    use super::*;
+
+    fn entry() -> CachedResponse {
+        let lifetime = Lifetime {
+            kind: EntryKind::Complete,
+            fresh_for: Duration::from_secs(60),
+            usable_for: Duration::from_secs(60),
+            hard_in: None,
+        };
+        let body = Bytes::from(b"{\"data\":\"hello\"}".repeat(100));
+        CachedResponse::new(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            body,
+            Instant::now(),
+            lifetime,
+        )
+    }
+
+    #[test]
+    fn an_entry_is_claimed_for_compression_once() {
+        let entry = entry();
+        assert!(entry.claim_compression(), "the first HIT claims it");
+        assert!(!entry.claim_compression(), "a concurrent HIT does not");
+        entry.release_compression();
+        assert!(
+            entry.claim_compression(),
+            "a failed start gives the claim back"
+        );
+        let etag = entry.etag().unwrap().clone();
+        let gzip = Variant::compress(Encoding::Gzip, entry.body(), &etag).unwrap();
+        let upgraded = entry.with_variants(vec![gzip]);
+        assert!(upgraded.has_variants());
+        assert!(
+            !upgraded.claim_compression(),
+            "the compressed copy is never compressed again"
+        );
+    }
+}
