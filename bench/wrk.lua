@@ -5,7 +5,8 @@
 --   unique  a never-seen id per request: {BENCH_PREFIX}_{thread}_{counter}.
 -- BENCH_PACE_MS > 0: each connection waits that long before each request, so
 -- the load stays light and latency (not saturation) is measured.
--- Every request carries Authorization: Bearer {BENCH_TOKEN}.
+-- Every request carries Authorization: Bearer {BENCH_TOKEN}, and
+-- Accept-Encoding: {BENCH_ACCEPT_ENCODING} when that is set.
 -- done() prints one line "BENCH_RESULT {json}" that bench/run parses.
 
 local mode = os.getenv("BENCH_MODE") or "hits"
@@ -13,6 +14,7 @@ local n_ids = tonumber(os.getenv("BENCH_IDS") or "1000")
 local prefix = os.getenv("BENCH_PREFIX") or "conv_miss"
 local token = os.getenv("BENCH_TOKEN") or "sk_bench"
 local pace_ms = tonumber(os.getenv("BENCH_PACE_MS") or "0")
+local accept_encoding = os.getenv("BENCH_ACCEPT_ENCODING") or ""
 
 local thread_count = 0
 
@@ -23,6 +25,9 @@ end
 
 function init(args)
   headers = { ["Authorization"] = "Bearer " .. token }
+  if accept_encoding ~= "" then
+    headers["Accept-Encoding"] = accept_encoding
+  end
   counter = 0
   if mode == "hits" then
     prebuilt = {}

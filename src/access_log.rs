@@ -3,11 +3,17 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response};
+use http::header::HeaderName;
+use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 
 use crate::cache::status::CacheStatus;
 use crate::route::RouteKind;
+
+// Names made once: inserting by a `&str` parses the name for every response.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// What one request did, gathered on its way through and logged once.
 #[derive(Debug)]
@@ -42,13 +48,13 @@ impl AccessRecord {
     /// Adds `x-request-id`, and `x-cache` and `cache-status` when the cache had a say.
     pub fn decorate(&self, response: &mut Response<Full<Bytes>>) {
         let headers = response.headers_mut();
-        headers.insert("x-request-id", self.request_id.clone());
+        headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
         if let Some(status) = &self.cache {
-            headers.insert("x-cache", HeaderValue::from_static(status.result.as_str()));
             headers.insert(
-                header::HeaderName::from_static("cache-status"),
-                status.header_value(),
+                X_CACHE.clone(),
+                HeaderValue::from_static(status.result.as_str()),
             );
+            headers.insert(CACHE_STATUS.clone(), status.header_value());
         }
     }
 
@@ -59,8 +65,8 @@ impl AccessRecord {
         tracing::info!(
             target: "ayra_cache::access",
             request_id = self.request_id.to_str().unwrap_or(""),
-            method = %self.method,
-            path = %self.path,
+            method = self.method.as_str(),
+            path = self.path.as_str(),
             route = self.route.as_str(),
             status = status.as_u16(),
             cache,

@@ -57,7 +57,9 @@ pub async fn serve(
     };
     let rules = &live.cache;
     if let Some(entry) = state.cache.lookup(&key).await {
-        state.cache.precompress(&key, &entry, rules);
+        if client.wants_compression() {
+            state.cache.precompress(&key, &entry, rules);
+        }
         let refreshing = rules.wants_refresh(&entry, Instant::now())
             && state.cache.refresh(
                 key.clone(),
@@ -179,6 +181,11 @@ impl Client<'_> {
                 .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
         response
+    }
+
+    /// Whether the client accepts one of the offered codings.
+    fn wants_compression(&self) -> bool {
+        negotiate(self.accept_encoding(), self.encodings).is_some()
     }
 
     fn accept_encoding(&self) -> Option<&str> {

@@ -3,6 +3,7 @@
 //! The instants are monotonic (`Instant`), computed once at store time from
 //! the policy's durations; every serve checks them against `Instant::now()`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +40,9 @@ pub struct CachedResponse {
     hard: Option<Instant>,
     /// The body precompressed, per coding (filled in the background).
     variants: Vec<Variant>,
+    /// Set once a compression of this entry has been started, so each coding
+    /// is computed at most once per entry however many HITs ask at once.
+    compression_claimed: AtomicBool,
 }
 
 /// Whether an entry may be served at some instant, and how.
@@ -100,7 +104,7 @@ impl CachedResponse {
         CachedResponse {
             status,
             kind: lifetime.kind,
-            headers,
+            headers: compact(&headers),
             body,
             received_at,
             upstream_age,
@@ -108,17 +112,36 @@ impl CachedResponse {
             usable_until: received_at + lifetime.usable_for,
             hard: lifetime.hard_in.map(|hard| received_at + hard),
             variants: Vec::new(),
+            compression_claimed: AtomicBool::new(false),
         }
     }
 
     /// This entry with its body precompressed in `variants` as well.
     pub fn with_variants(&self, variants: Vec<Variant>) -> CachedResponse {
         CachedResponse {
+            status: self.status,
+            kind: self.kind,
             headers: self.headers.clone(),
             body: self.body.clone(),
+            received_at: self.received_at,
+            upstream_age: self.upstream_age,
+            fresh_until: self.fresh_until,
+            usable_until: self.usable_until,
+            hard: self.hard,
             variants,
-            ..*self
+            compression_claimed: AtomicBool::new(true),
         }
+    }
+
+    /// Claims the one compression of this entry: true for the first caller
+    /// only (until [`CachedResponse::release_compression`]).
+    pub fn claim_compression(&self) -> bool {
+        !self.compression_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives the claim back when the compression could not start.
+    pub fn release_compression(&self) {
+        self.compression_claimed.store(false, Ordering::Release);
     }
 
     /// The strong ETag of the identity body (200 entries only).
@@ -235,6 +258,14 @@ impl CachedResponse {
         let total = self.body.len() + variants + headers + std::mem::size_of::<Self>();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
+}
+
+/// The same headers in no more memory than they need. The map they were
+/// gathered in has room for 12 (a bucket of about 100 bytes each, some
+/// 1.2 KiB an entry for our 2 to 5 headers); its clone holds exactly its
+/// entries. Stored headers never grow afterwards.
+fn compact(headers: &HeaderMap) -> HeaderMap {
+    headers.clone()
 }
 
 #[cfg(test)]

@@ -187,13 +187,13 @@ impl FlightCrew {
             purpose == Purpose::Demand || !rules.wants_refresh(entry, Instant::now())
         };
         if let Some(entry) = shared.get(key).await.filter(|entry| servable(entry)) {
-            return self.adopt(key, entry, epoch, rules).await;
+            return self.adopt(key, entry, epoch).await;
         }
         match shared.claim(key).await {
             Claim::Held(guard) => Consulted::Claimed(guard),
             Claim::Unavailable => Consulted::Alone,
             Claim::Taken => match shared.wait(key, servable).await {
-                Some(entry) => self.adopt(key, entry, epoch, rules).await,
+                Some(entry) => self.adopt(key, entry, epoch).await,
                 None => Consulted::Alone,
             },
         }
@@ -201,13 +201,7 @@ impl FlightCrew {
 
     /// Holds a shared entry locally, with the instants it was stored with;
     /// one purged meanwhile is not served.
-    async fn adopt(
-        &self,
-        key: &CacheKey,
-        entry: CachedResponse,
-        epoch: Epoch,
-        rules: &CacheRules,
-    ) -> Consulted {
+    async fn adopt(&self, key: &CacheKey, entry: CachedResponse, epoch: Epoch) -> Consulted {
         let entry = Arc::new(entry);
         let inserted = self
             .store
@@ -218,12 +212,7 @@ impl FlightCrew {
             Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced),
             Inserted::New => {}
         }
-        self.precompressor.start(
-            &self.store,
-            key.clone(),
-            Arc::clone(&entry),
-            &rules.encodings,
-        );
+        // Compressed lazily, by the first HIT that asks for a coding.
         Consulted::Adopted(entry)
     }
 
@@ -293,10 +282,9 @@ impl FlightCrew {
         }
         self.metrics.store_decision(None);
         if let Some(shared) = &self.shared {
-            shared.put(key.clone(), Arc::clone(&entry), claim);
+            shared.put(key, Arc::clone(&entry), claim);
         }
-        self.precompressor
-            .start(&self.store, key, Arc::clone(&entry), &rules.encodings);
+        // Compressed lazily, by the first HIT that asks for a coding.
         Ok(entry)
     }
 }

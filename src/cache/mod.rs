@@ -175,8 +175,10 @@ impl Cache {
             .await
     }
 
-    /// Compresses a HIT's entry in the background if it is not yet and a
-    /// compression slot is free (stores that outpaced compression left it).
+    /// Compresses a HIT's entry in the background, once per entry, if it is
+    /// not yet and a compression slot is free; called for HITs whose client
+    /// accepts an offered coding (entries are compressed lazily, never on a
+    /// miss's path).
     pub fn precompress(&self, key: &CacheKey, entry: &Arc<CachedResponse>, rules: &CacheRules) {
         if entry.compressible() && !entry.has_variants() && !rules.encodings.is_empty() {
             self.crew.precompressor.start(
@@ -240,11 +242,7 @@ impl Cache {
     /// Loads the snapshot at `path` and removes the file (a snapshot is used
     /// once). Returns (loaded, skipped as expired). On any error nothing is
     /// loaded.
-    pub async fn load_snapshot(
-        &self,
-        path: &Path,
-        rules: &CacheRules,
-    ) -> Result<(u64, u64), SnapshotError> {
+    pub async fn load_snapshot(&self, path: &Path) -> Result<(u64, u64), SnapshotError> {
         let owned = path.to_owned();
         let read = tokio::task::spawn_blocking(move || {
             let mut entries = Vec::new();
@@ -260,12 +258,10 @@ impl Cache {
         let store = &self.crew.store;
         for (key, entry) in entries {
             let entry = Arc::new(entry);
+            // Compressed lazily, by the first HIT that asks for a coding.
             store
-                .insert_unless_superseded(key.clone(), Arc::clone(&entry), store.epoch(&key.id))
+                .insert_unless_superseded(key.clone(), entry, store.epoch(&key.id))
                 .await;
-            self.crew
-                .precompressor
-                .start(store, key, entry, &rules.encodings);
         }
         Ok(counts)
     }

@@ -1,8 +1,12 @@
 //! Precompression: each stored body compressed once per offered coding, in the background, a few at a time.
 //!
-//! Nothing queues: when every slot is busy (stores outpace compression), the
-//! entry is left as it is and the next HIT on it tries again. Memory never
-//! grows with a backlog, and the entries that are read get compressed.
+//! Lazy: an entry is compressed when the first HIT that accepts one of the
+//! offered codings finds it uncompressed, never on the miss that stored it
+//! (on 2 cores, compressing every store in the background added 0.26 ms to
+//! a miss's p50). Entries nobody asks compressed never cost CPU or memory.
+//! Nothing queues: when every slot is busy, the entry is left as it is and
+//! the next such HIT tries again. An entry is claimed before it is
+//! compressed, so concurrent HITs never compress it twice.
 
 use std::sync::Arc;
 
@@ -47,6 +51,9 @@ impl Precompressor {
         let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             return;
         };
+        if !entry.claim_compression() {
+            return;
+        }
         let store = store.clone();
         let encodings = Arc::clone(encodings);
         tokio::spawn(async move {
@@ -59,10 +66,61 @@ impl Precompressor {
                     .collect::<Vec<_>>()
             })
             .await;
-            if let Ok(variants) = compressed {
-                let upgraded = Arc::new(entry.with_variants(variants));
-                store.upgrade(key, &entry, upgraded).await;
+            match compressed {
+                Ok(variants) => {
+                    let upgraded = Arc::new(entry.with_variants(variants));
+                    store.upgrade(key, &entry, upgraded).await;
+                }
+                Err(_) => entry.release_compression(),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    use super::super::policy::{EntryKind, Lifetime};
+    use super::*;
+
+    fn entry() -> CachedResponse {
+        let lifetime = Lifetime {
+            kind: EntryKind::Complete,
+            fresh_for: Duration::from_secs(60),
+            usable_for: Duration::from_secs(60),
+            hard_in: None,
+        };
+        let body = Bytes::from(b"{\"data\":\"hello\"}".repeat(100));
+        CachedResponse::new(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            body,
+            Instant::now(),
+            lifetime,
+        )
+    }
+
+    #[test]
+    fn an_entry_is_claimed_for_compression_once() {
+        let entry = entry();
+        assert!(entry.claim_compression(), "the first HIT claims it");
+        assert!(!entry.claim_compression(), "a concurrent HIT does not");
+        entry.release_compression();
+        assert!(
+            entry.claim_compression(),
+            "a failed start gives the claim back"
+        );
+        let etag = entry.etag().unwrap().clone();
+        let gzip = Variant::compress(Encoding::Gzip, entry.body(), &etag).unwrap();
+        let upgraded = entry.with_variants(vec![gzip]);
+        assert!(upgraded.has_variants());
+        assert!(
+            !upgraded.claim_compression(),
+            "the compressed copy is never compressed again"
+        );
     }
 }

@@ -157,8 +157,7 @@ impl App {
 /// Loads the snapshot, if there is one; any problem is a logged cold start.
 async fn warm_start(state: &AppState, path: &Path) {
     let started = Instant::now();
-    let rules = state.live.load().cache.clone();
-    match state.cache.load_snapshot(path, &rules).await {
+    match state.cache.load_snapshot(path).await {
         Ok((loaded, skipped)) => tracing::info!(
             path = %path.display(),
             loaded,
