@@ -9,6 +9,13 @@ use ayra_cache::telemetry::{self, LogLevel};
 use ayra_cache::{reload, App};
 use clap::Parser;
 
+/// jemalloc, not the system allocator: the cache holds many long-lived
+/// bodies of a few KB among short-lived buffers, and glibc's malloc let
+/// that mix fragment its heap (RSS moved by a fifth with unrelated code
+/// changes); jemalloc's size classes keep RSS close to what is held.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A caching reverse proxy for the Ayra conversations API.
 #[derive(Debug, Parser)]
 #[command(version, about)]

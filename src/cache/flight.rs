@@ -85,8 +85,9 @@ pub(super) struct FlightCrew {
 enum Consulted {
     /// It held a fresh entry, now stored locally too.
     Adopted(Arc<CachedResponse>),
-    /// This replica fetches for every replica.
-    Claimed(ClaimGuard),
+    /// This replica fetches for every replica (boxed: a fetch without a
+    /// shared tier should not carry its room).
+    Claimed(Box<ClaimGuard>),
     /// Fetch as if alone: Redis did not answer, or the replica that held
     /// the claim let go of it without a value.
     Alone,
@@ -111,7 +112,9 @@ impl FlightCrew {
         };
         let mut claim = None;
         if let Some(shared) = &self.shared {
-            match self.consult(shared, &key, purpose, &rules, epoch).await {
+            // Boxed: the wait is a large future, and a fetch without a
+            // shared tier should not carry its room.
+            match Box::pin(self.consult(shared, &key, purpose, &rules, epoch)).await {
                 Consulted::Adopted(entry) => return FetchOutcome::Shared(entry),
                 Consulted::Claimed(guard) => claim = Some(guard),
                 Consulted::Alone => {}
@@ -190,7 +193,7 @@ impl FlightCrew {
             return self.adopt(key, entry, epoch).await;
         }
         match shared.claim(key).await {
-            Claim::Held(guard) => Consulted::Claimed(guard),
+            Claim::Held(guard) => Consulted::Claimed(Box::new(guard)),
             Claim::Unavailable => Consulted::Alone,
             Claim::Taken => match shared.wait(key, servable).await {
                 Some(entry) => self.adopt(key, entry, epoch).await,
@@ -239,7 +242,7 @@ impl FlightCrew {
         purpose: Purpose,
         epoch: Epoch,
         rules: &CacheRules,
-        claim: Option<ClaimGuard>,
+        claim: Option<Box<ClaimGuard>>,
     ) -> Result<Arc<CachedResponse>, NoStoreReason> {
         let decision = rules.policy.decide(&Answer {
             status: response.status,
@@ -282,7 +285,7 @@ impl FlightCrew {
         }
         self.metrics.store_decision(None);
         if let Some(shared) = &self.shared {
-            shared.put(key, Arc::clone(&entry), claim);
+            shared.put(key, Arc::clone(&entry), claim.map(|claim| *claim));
         }
         // Compressed lazily, by the first HIT that asks for a coding.
         Ok(entry)
