@@ -105,6 +105,13 @@ async fn admin(
         .unwrap()
 }
 
+/// The replica's `/metrics` text.
+async fn metrics_text(client: &reqwest::Client, replica: &Replica) -> String {
+    let url = format!("http://{}/metrics", replica.admin);
+    let response = client.get(url).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 /// Waits (up to 5 s) until `replica` holds `entries` entries.
 async fn wait_for_entries(client: &reqwest::Client, replica: &Replica, entries: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -182,14 +189,7 @@ async fn a_value_stored_through_one_replica_is_a_hit_on_the_others() {
         assert!(!again.cache_status.contains("detail=shared"), "{again:?}");
     }
     assert_eq!(standin.requests_for("conv_shared_a").await, 1);
-    let metrics = client
-        .get(format!("http://{}/metrics", all[1].admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &all[1]).await;
     assert!(
         metrics.contains("ayra_cache_shared_lookups_total{result=\"hit\"} 1"),
         "{metrics}"
@@ -587,14 +587,7 @@ async fn a_redis_that_answers_errors_is_no_client_error() {
         );
         assert_eq!(read(&client, replica, &id).await.x_cache, "HIT");
     }
-    let metrics = client
-        .get(format!("http://{}/metrics", all[0].admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &all[0]).await;
     assert!(
         metrics.contains("ayra_cache_shared_errors_total{kind=\"refused\"}"),
         "{metrics}"
