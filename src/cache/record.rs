@@ -64,6 +64,11 @@ impl Clocks {
         self.instant
     }
 
+    /// The wall clock as read, in milliseconds since the Unix epoch.
+    pub fn wall_ms(self) -> i128 {
+        self.wall_ms
+    }
+
     /// `at` as wall-clock milliseconds since the Unix epoch.
     pub fn to_wall(self, at: Instant) -> i128 {
         if at >= self.instant {

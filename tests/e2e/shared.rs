@@ -178,7 +178,16 @@ async fn a_value_stored_through_one_replica_is_a_hit_on_the_others() {
     let first = read(&client, &all[0], "conv_shared_a").await;
     assert_eq!((first.status, first.x_cache.as_str()), (200, "MISS"));
     assert!(first.cache_status.contains("stored"), "{first:?}");
-    stored_value(&redis, "conv_shared_a").await;
+    // Redis expires it at usable_until: here the URL deadline, the
+    // stand-in's hour less the 60 s margin (a second less for `Date`).
+    let (name, _) = stored_value(&redis, "conv_shared_a").await;
+    let mut connection = redis.connection().await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&name)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!((3_530_000..=3_540_000).contains(&pttl), "PTTL {pttl}");
     for replica in &all[1..] {
         let seen = read(&client, replica, "conv_shared_a").await;
         assert_shared_hit(&seen);
@@ -592,4 +601,31 @@ async fn a_redis_that_answers_errors_is_no_client_error() {
         metrics.contains("ayra_cache_shared_errors_total{kind=\"refused\"}"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn refreshes_ahead_across_replicas_are_shared_too() {
+    let standin = StandIn::spawn().await;
+    standin
+        .set("conv_steady", json!({"recording": false}))
+        .await;
+    let redis = RedisServer::start().await;
+    let lifetimes = [("cache.max_ttl", "\"1s\""), ("cache.refresh_ahead", "0.5")];
+    let all = replicas(&standin, &redis.url(), &lifetimes).await;
+    let client = reqwest::Client::new();
+    // Read steadily through the three for about four lifetimes of 1 s; each
+    // replica's entry comes due for refresh every half lifetime or so.
+    let mut misses = 0;
+    for i in 0..80 {
+        let seen = read(&client, &all[i % 3], "conv_steady").await;
+        assert_eq!(seen.status, 200);
+        misses += usize::from(seen.x_cache != "HIT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(misses, 1, "only the very first read missed");
+    // One proxy alone refreshes about every half lifetime (4 to 12 calls
+    // for ~3.5 lifetimes, see lifetimes.rs); three refreshing on their own
+    // would make about three times that.
+    let calls = standin.requests_for("conv_steady").await;
+    assert!((2..=12).contains(&calls), "{calls} upstream calls");
 }

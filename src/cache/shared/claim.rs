@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::metrics::WaitOutcome;
+use super::metrics::{ClaimResult, WaitOutcome};
 use super::{Notice, SharedTier};
 use crate::cache::entry::CachedResponse;
 use crate::cache::key::CacheKey;
@@ -46,7 +46,7 @@ impl SharedTier {
             .clone();
         match self.link.query::<Option<String>>(&set).await {
             Ok(Some(_)) => {
-                self.metrics.claim("held");
+                self.metrics.claim(ClaimResult::Held);
                 Claim::Held(ClaimGuard {
                     tier: Arc::clone(self),
                     value,
@@ -56,11 +56,11 @@ impl SharedTier {
                 })
             }
             Ok(None) => {
-                self.metrics.claim("taken");
+                self.metrics.claim(ClaimResult::Taken);
                 Claim::Taken
             }
             Err(_) => {
-                self.metrics.claim("error");
+                self.metrics.claim(ClaimResult::Error);
                 Claim::Unavailable
             }
         }

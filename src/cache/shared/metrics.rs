@@ -31,6 +31,41 @@ pub enum LookupResult {
     Error,
 }
 
+impl LookupResult {
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupResult::Hit => "hit",
+            LookupResult::Miss => "miss",
+            LookupResult::Expired => "expired",
+            LookupResult::Unreadable => "unreadable",
+            LookupResult::Error => "error",
+        }
+    }
+}
+
+/// What a claim on a key's fetch gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimResult {
+    /// This replica fetches.
+    Held,
+    /// Another replica is fetching.
+    Taken,
+    /// Redis gave no answer.
+    Error,
+}
+
+impl ClaimResult {
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimResult::Held => "held",
+            ClaimResult::Taken => "taken",
+            ClaimResult::Error => "error",
+        }
+    }
+}
+
 /// How a wait for another replica's fetch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitOutcome {
@@ -42,6 +77,18 @@ pub enum WaitOutcome {
     TimedOut,
     /// Redis gave no answer.
     Error,
+}
+
+impl WaitOutcome {
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitOutcome::Value => "value",
+            WaitOutcome::Released => "released",
+            WaitOutcome::TimedOut => "timeout",
+            WaitOutcome::Error => "error",
+        }
+    }
 }
 
 /// The shared tier's counters, registered with the proxy's other metrics.
@@ -87,13 +134,7 @@ impl SharedMetrics {
     }
 
     pub fn lookup(&self, result: LookupResult) {
-        let result = match result {
-            LookupResult::Hit => "hit",
-            LookupResult::Miss => "miss",
-            LookupResult::Expired => "expired",
-            LookupResult::Unreadable => "unreadable",
-            LookupResult::Error => "error",
-        };
+        let result = result.as_str();
         self.lookups.get_or_create(&ResultLabel { result }).inc();
     }
 
@@ -102,17 +143,13 @@ impl SharedMetrics {
         self.errors.get_or_create(&KindLabel { kind }).inc();
     }
 
-    pub fn claim(&self, result: &'static str) {
+    pub fn claim(&self, result: ClaimResult) {
+        let result = result.as_str();
         self.claims.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn claim_wait(&self, outcome: WaitOutcome) {
-        let result = match outcome {
-            WaitOutcome::Value => "value",
-            WaitOutcome::Released => "released",
-            WaitOutcome::TimedOut => "timeout",
-            WaitOutcome::Error => "error",
-        };
+        let result = outcome.as_str();
         self.claim_waits
             .get_or_create(&ResultLabel { result })
             .inc();

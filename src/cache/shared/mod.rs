@@ -15,7 +15,7 @@ mod purge;
 mod value;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use redis::Cmd;
 use tokio::sync::broadcast;
@@ -122,12 +122,16 @@ impl SharedTier {
             return (LookupResult::Unreadable, None);
         };
         // The URL deadline, checked on the wall clock before anything else.
-        if record.hard_ms().is_some_and(|hard| hard <= wall_ms()) {
+        let clocks = Clocks::now();
+        if record
+            .hard_ms()
+            .is_some_and(|hard| hard <= clocks.wall_ms())
+        {
             return (LookupResult::Expired, None);
         }
-        match record.restore(Clocks::now()) {
+        match record.restore(clocks) {
             Some((stored_key, entry)) if stored_key == *key => {
-                match entry.freshness(Instant::now()) {
+                match entry.freshness(clocks.now_instant()) {
                     Freshness::Fresh => (LookupResult::Hit, Some(entry)),
                     Freshness::Stale => (LookupResult::Miss, None),
                     Freshness::Dead => (LookupResult::Expired, None),
@@ -197,7 +201,7 @@ impl SharedTier {
         let trim = redis::cmd("ZREMRANGEBYSCORE")
             .arg(&conversations)
             .arg("-inf")
-            .arg(wall_ms() as u64)
+            .arg(clocks.wall_ms() as u64)
             .clone();
         self.link.query::<i64>(&trim).await?;
         Ok(name)
@@ -210,11 +214,4 @@ impl SharedTier {
             .clone();
         let _ = self.link.query::<i64>(&publish).await;
     }
-}
-
-fn wall_ms() -> i128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i128
 }
