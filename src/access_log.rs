@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderValue, Request, Response};
-use http_body_util::Full;
 
+use crate::body::ResponseBody;
 use crate::cache::status::CacheStatus;
 use crate::route::RouteKind;
 
@@ -46,7 +45,7 @@ impl AccessRecord {
     }
 
     /// Adds `x-request-id`, and `x-cache` and `cache-status` when the cache had a say.
-    pub fn decorate(&self, response: &mut Response<Full<Bytes>>) {
+    pub fn decorate(&self, response: &mut Response<ResponseBody>) {
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
         if let Some(status) = &self.cache {

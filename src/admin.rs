@@ -3,15 +3,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use headers::authorization::Bearer;
 use headers::{Authorization, HeaderMapExt};
 use http::{header, HeaderValue, Method, Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::auth::Fingerprint;
+use crate::body::ResponseBody;
 use crate::cache::Purged;
 use crate::error::ProxyError;
 use crate::handler::AppState;
@@ -38,13 +37,13 @@ impl Respond for AdminState {
     fn respond(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + Send {
+    ) -> impl Future<Output = Response<ResponseBody>> + Send {
         handle(self, request)
     }
 }
 
 /// Answers one admin request and logs it (purges are an audit trail).
-async fn handle(state: Arc<AdminState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: Arc<AdminState>, request: Request<Incoming>) -> Response<ResponseBody> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = route(&state, &request)
@@ -63,7 +62,7 @@ async fn handle(state: Arc<AdminState>, request: Request<Incoming>) -> Response<
 async fn route(
     state: &AdminState,
     request: &Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let path = request.uri().path();
     let method = request.method();
     match path {
@@ -160,14 +159,14 @@ async fn stats(state: &AdminState) -> serde_json::Value {
     })
 }
 
-fn body(text: String, content_type: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+fn body(text: String, content_type: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(text));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
-fn json_body(value: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json_body(value: &serde_json::Value) -> Response<ResponseBody> {
     body(value.to_string(), "application/json")
 }

@@ -4,13 +4,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
 use crate::auth::Credential;
+use crate::body::ResponseBody;
 use crate::cache::coalesce::Role;
 use crate::cache::encoding::{negotiate, Encoding};
 use crate::cache::entry::{CachedResponse, Freshness};
@@ -33,7 +32,7 @@ pub async fn serve(
     id: ConversationId,
     credential: Credential,
     record: &mut AccessRecord,
-) -> Result<Response<Full<Bytes>>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let flags = match key::read_flags(request.uri().query()) {
         Ok(flags) => flags,
         Err(reason) => {
@@ -113,6 +112,10 @@ pub async fn serve(
     }
 }
 
+/// Headers the proxy adds to a HIT: `age`, `vary`, `content-encoding`,
+/// `x-cache`, `cache-status` and `x-request-id`.
+const HIT_HEADERS: usize = 6;
+
 /// What the client's request says about the representation it wants.
 struct Client<'a> {
     headers: &'a HeaderMap,
@@ -123,7 +126,7 @@ struct Client<'a> {
 impl Client<'_> {
     /// The entry as this client should get it: in the coding it prefers if
     /// that variant is ready, or a 304 if it already holds that representation.
-    fn response(&self, entry: &CachedResponse, now: Instant) -> Response<Full<Bytes>> {
+    fn response(&self, entry: &CachedResponse, now: Instant) -> Response<ResponseBody> {
         let variant = entry
             .compressible()
             .then(|| negotiate(self.accept_encoding(), self.encodings))
@@ -136,11 +139,15 @@ impl Client<'_> {
         let mut response = match etag.filter(|etag| not_modified(self.headers, etag)) {
             Some(etag) => not_modified_response(etag),
             None => {
-                let mut response = Response::new(Full::new(body.clone()));
+                let mut response = Response::new(ResponseBody::new(body.to_buf()));
                 *response.status_mut() = entry.status();
-                response.headers_mut().clone_from(entry.headers());
+                let headers = response.headers_mut();
+                // Room for the entry's headers and what the proxy adds to a HIT.
+                headers.reserve(entry.headers().len() + HIT_HEADERS);
+                for (name, value) in entry.headers() {
+                    headers.append(name.clone(), value.clone());
+                }
                 if let Some(variant) = variant {
-                    let headers = response.headers_mut();
                     headers.insert(header::ETAG, variant.etag().clone());
                     headers.insert(
                         header::CONTENT_ENCODING,
@@ -164,7 +171,7 @@ impl Client<'_> {
         &self,
         entry: &CachedResponse,
         upstream: &UpstreamResponse,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<ResponseBody> {
         let Some(etag) = entry.etag() else {
             return upstream.to_response();
         };
@@ -195,8 +202,8 @@ impl Client<'_> {
     }
 }
 
-fn not_modified_response(etag: &HeaderValue) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+fn not_modified_response(etag: &HeaderValue) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::default());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     response.headers_mut().insert(header::ETAG, etag.clone());
     response
@@ -227,7 +234,7 @@ fn hit(
     client: &Client<'_>,
     record: &mut AccessRecord,
     refreshing: bool,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let now = Instant::now();
     record.cache = Some(CacheStatus {
         ttl: Some(entry.time_to_live(now).as_secs()),
@@ -244,7 +251,7 @@ fn stale(
     failure: Failure,
     status: CacheStatus,
     record: &mut AccessRecord,
-) -> Result<Response<Full<Bytes>>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let now = Instant::now();
     let fwd_status = failure.status().map(|status| status.as_u16());
     if entry.freshness(now) == Freshness::Dead {
@@ -272,7 +279,7 @@ fn failed(
     error: UpstreamError,
     status: CacheStatus,
     record: &mut AccessRecord,
-) -> Result<Response<Full<Bytes>>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     record.cache = Some(CacheStatus {
         detail: Some(error.as_str()),
         ..status

@@ -1,8 +1,8 @@
 //! The proxy's own errors and their one mapping to a status and the API's error shape.
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+
+use crate::body::ResponseBody;
 
 /// Why a request could not be answered by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -239,7 +239,7 @@ impl ProxyError {
     }
 
     /// The response: the status and `{"error": {"type", "message", "code"}}`.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<ResponseBody> {
         let shape = self.shape();
         error_response(shape.status, shape.kind, shape.code, shape.message)
     }
@@ -251,11 +251,11 @@ pub fn error_response(
     kind: &str,
     code: &str,
     message: &str,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let body = serde_json::json!({
         "error": { "type": kind, "message": message, "code": code }
     });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(ResponseBody::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -4,12 +4,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
+use crate::body::ResponseBody;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::Cache;
 use crate::config::Settings;
@@ -58,13 +57,13 @@ impl Respond for AppState {
     fn respond(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + Send {
+    ) -> impl Future<Output = Response<ResponseBody>> + Send {
         handle(self, request)
     }
 }
 
 /// Answers one request and logs it once; never fails.
-pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut record = AccessRecord::start(&request);
     let mut response = match route(&state, request, &mut record).await {
@@ -91,7 +90,7 @@ async fn route(
     state: &AppState,
     request: Request<Incoming>,
     record: &mut AccessRecord,
-) -> Result<Response<Full<Bytes>>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let target_len = request
         .uri()
         .path_and_query()
@@ -144,8 +143,8 @@ fn is_read(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-fn health() -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(b"{\"status\":\"ok\"}")));
+fn health() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(&b"{\"status\":\"ok\"}"[..]));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

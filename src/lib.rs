@@ -17,6 +17,7 @@
 //! - [`auth`]: the request's credential and cache partition.
 //! - [`conversation`]: the cached route: key, lookup, shared fetch, response.
 //! - [`cache`]: key, policy, entries, coalescing, storage, `cache-status`.
+//! - [`body`]: the body every answer is sent with (one or two shared buffers).
 //! - [`passthrough`]: forwarding everything else under `/v1/`.
 //! - [`upstream`]: the client pool and bounded upstream exchanges.
 //! - [`hop_by_hop`]: the headers that never cross the proxy.
@@ -29,6 +30,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod config;
 pub mod conversation;

@@ -17,6 +17,7 @@ use hyper::body::{Body, Incoming};
 
 use crate::access_log::AccessRecord;
 use crate::auth::Credential;
+use crate::body::ResponseBody;
 use crate::config::ServerSettings;
 use crate::error::{ClientError, ProxyError};
 use crate::handler::AppState;
@@ -48,7 +49,7 @@ pub async fn forward(
     request: Request<Incoming>,
     credential: &Credential,
     record: &mut AccessRecord,
-) -> Result<Response<Full<Bytes>>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();
     let body = read_body(body, state.request_body).await?;
     let path_and_query = parts

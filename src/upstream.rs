@@ -12,13 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
+use crate::body::ResponseBody;
 use crate::cache::key::Flags;
 use crate::config::UpstreamSettings;
 use crate::error::UpstreamError;
@@ -50,8 +51,8 @@ pub struct UpstreamResponse {
 impl UpstreamResponse {
     /// The answer as the client gets it: status, headers (hop-by-hop ones
     /// already gone) and body, as received.
-    pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(self.body.clone()));
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::from(self.body.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers.clone();
         response

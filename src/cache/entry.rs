@@ -10,6 +10,7 @@ use bytes::Bytes;
 use headers::{Age, HeaderMapExt};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use super::body::StoredBody;
 use super::encoding::Encoding;
 use super::policy::{EntryKind, Lifetime};
 use super::representation::{self, Variant};
@@ -31,8 +32,9 @@ const MAX_AGE_SECS: u64 = 1 << 31;
 pub struct CachedResponse {
     status: StatusCode,
     kind: EntryKind,
-    headers: HeaderMap,
-    body: Bytes,
+    /// The kept upstream headers and the ETag, exactly as many as there are.
+    headers: Box<[(HeaderName, HeaderValue)]>,
+    body: StoredBody,
     received_at: Instant,
     upstream_age: Duration,
     fresh_until: Instant,
@@ -65,16 +67,23 @@ impl CachedResponse {
         received_at: Instant,
         lifetime: Lifetime,
     ) -> CachedResponse {
-        let mut headers = HeaderMap::with_capacity(KEPT_HEADERS.len() + 3);
-        for name in KEPT_HEADERS {
-            for value in upstream_headers.get_all(&name) {
-                // A parsed header value shares the whole read buffer it was
-                // parsed from: keep a copy of the bytes, not the buffer.
-                if let Ok(owned) = HeaderValue::from_bytes(value.as_bytes()) {
-                    headers.append(name.clone(), owned);
-                }
-            }
-        }
+        // A 200 carries a strong ETag of its own in place of the upstream's.
+        let etag = (status == StatusCode::OK)
+            .then(|| representation::strong_etag(upstream_headers, &body));
+        let own_etag = etag.is_some();
+        let kept = KEPT_HEADERS
+            .iter()
+            .filter(|&name| !(own_etag && name == header::ETAG))
+            .flat_map(|name| {
+                upstream_headers
+                    .get_all(name)
+                    .iter()
+                    // A parsed header value shares the whole read buffer it
+                    // was parsed from: keep a copy of the bytes, not the buffer.
+                    .filter_map(|value| HeaderValue::from_bytes(value.as_bytes()).ok())
+                    .map(|value| (name.clone(), value))
+            });
+        let headers = kept.chain(etag.map(|etag| (header::ETAG, etag))).collect();
         // RFC 9111 caps an age at 2^31 seconds; a larger one is taken as that.
         let upstream_age = upstream_headers
             .typed_get::<Age>()
@@ -82,21 +91,15 @@ impl CachedResponse {
             .unwrap_or_default();
         // The body may be a slice of a larger read buffer: keep an exact copy,
         // so what the weigher counts is what the entry holds.
-        let body = Bytes::copy_from_slice(&body);
-        if status == StatusCode::OK {
-            headers.insert(
-                header::ETAG,
-                representation::strong_etag(upstream_headers, &body),
-            );
-        }
+        let body = StoredBody::copy_from(&body);
         CachedResponse::restore(status, headers, body, received_at, upstream_age, lifetime)
     }
 
     /// An entry from its parts, as [`CachedResponse::new`] made them.
     pub fn restore(
         status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: StoredBody,
         received_at: Instant,
         upstream_age: Duration,
         lifetime: Lifetime,
@@ -104,7 +107,7 @@ impl CachedResponse {
         CachedResponse {
             status,
             kind: lifetime.kind,
-            headers: compact(&headers),
+            headers: headers.into_boxed_slice(),
             body,
             received_at,
             upstream_age,
@@ -146,7 +149,9 @@ impl CachedResponse {
 
     /// The strong ETag of the identity body (200 entries only).
     pub fn etag(&self) -> Option<&HeaderValue> {
-        self.headers.get(header::ETAG)
+        self.headers
+            .iter()
+            .find_map(|(name, value)| (name == header::ETAG).then_some(value))
     }
 
     /// The precompressed variant in `encoding`, once it has been made.
@@ -175,12 +180,12 @@ impl CachedResponse {
     }
 
     /// The headers a HIT repeats.
-    pub fn headers(&self) -> &HeaderMap {
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
     }
 
     /// The body, shared.
-    pub fn body(&self) -> &Bytes {
+    pub fn body(&self) -> &StoredBody {
         &self.body
     }
 
@@ -258,14 +263,6 @@ impl CachedResponse {
         let total = self.body.len() + variants + headers + std::mem::size_of::<Self>();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
-}
-
-/// The same headers in no more memory than they need. The map they were
-/// gathered in has room for 12 (a bucket of about 100 bytes each, some
-/// 1.2 KiB an entry for our 2 to 5 headers); its clone holds exactly its
-/// entries. Stored headers never grow afterwards.
-fn compact(headers: &HeaderMap) -> HeaderMap {
-    headers.clone()
 }
 
 #[cfg(test)]
@@ -385,10 +382,22 @@ mod tests {
         upstream.insert(header::SET_COOKIE, HeaderValue::from_static("s=1"));
         upstream.insert("x-request-id", HeaderValue::from_static("abc"));
         let e = entry(&upstream, Instant::now(), Duration::from_secs(1));
-        let mut kept: Vec<&str> = e.headers().keys().map(|name| name.as_str()).collect();
+        let mut kept: Vec<&str> = e.headers().iter().map(|(name, _)| name.as_str()).collect();
         kept.sort_unstable();
         assert_eq!(kept, ["content-type", "etag"], "a strong ETag is added");
-        assert_eq!(e.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            e.headers()[0],
+            (header::CONTENT_TYPE, upstream[header::CONTENT_TYPE].clone())
+        );
+    }
+
+    #[test]
+    fn the_upstream_etag_is_kept_once() {
+        let mut upstream = HeaderMap::new();
+        upstream.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        let e = entry(&upstream, Instant::now(), Duration::from_secs(1));
+        assert_eq!(e.headers().len(), 1);
+        assert_eq!(e.etag().unwrap(), "\"v1\"");
     }
 
     #[test]

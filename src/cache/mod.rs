@@ -1,11 +1,13 @@
 //! The cache facade: look up a key, or run one shared fetch for it and store what may be stored.
 //!
 //! Split by topic: [`key`] (what tells answers apart), [`policy`] (pure
-//! storing rules and lifetimes), [`entry`] (what a HIT is served from),
+//! storing rules and lifetimes), [`entry`] (what a HIT is served from) and
+//! its [`body`] (held in allocations that fit),
 //! [`coalesce`] (one fetch per key), [`status`] (how the outcome is told to
 //! the client), the moka-backed store, the [`record`] another process can
 //! read, warm-restart [`snapshot`]s and the optional Redis [`shared`] tier.
 
+pub mod body;
 pub mod coalesce;
 pub mod encoding;
 pub mod entry;

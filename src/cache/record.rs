@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::body::StoredBody;
 use super::entry::CachedResponse;
 use super::key::{CacheKey, Flags};
 use super::policy::{EntryKind, Lifetime};
@@ -159,13 +159,16 @@ impl Record {
                 analytics,
             },
         };
-        let mut headers = HeaderMap::new();
-        for (name, value) in self.headers {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).ok()?,
-                HeaderValue::from_bytes(&value).ok()?,
-            );
-        }
+        let headers = self
+            .headers
+            .into_iter()
+            .map(|(name, value)| {
+                Some((
+                    HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_bytes(&value).ok()?,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
         let received_at = clocks.to_instant(self.received_ms);
         let since_receipt = |wall_ms: i128| {
             clocks
@@ -186,7 +189,7 @@ impl Record {
         let entry = CachedResponse::restore(
             StatusCode::from_u16(self.status).ok()?,
             headers,
-            Bytes::from(self.body),
+            StoredBody::copy_from(&self.body),
             received_at,
             Duration::from_secs(self.upstream_age_secs),
             lifetime,

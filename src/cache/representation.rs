@@ -1,17 +1,17 @@
 //! An entry's representations: its strong ETag, and its body precompressed per content coding.
 
-use bytes::Bytes;
 use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use http::{header, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
+use super::body::StoredBody;
 use super::encoding::Encoding;
 
 /// The body in one content coding, with an ETag of its own.
 #[derive(Debug, Clone)]
 pub struct Variant {
     encoding: Encoding,
-    body: Bytes,
+    body: StoredBody,
     etag: HeaderValue,
 }
 
@@ -20,7 +20,7 @@ impl Variant {
     /// with the coding (`"abc"` becomes `"abc-br"`).
     pub fn compress(
         encoding: Encoding,
-        body: &[u8],
+        body: &StoredBody,
         identity_etag: &HeaderValue,
     ) -> std::io::Result<Variant> {
         Ok(Variant {
@@ -36,7 +36,7 @@ impl Variant {
     }
 
     /// The compressed body.
-    pub fn body(&self) -> &Bytes {
+    pub fn body(&self) -> &StoredBody {
         &self.body
     }
 
@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn variants_get_etags_of_their_own() {
         let identity = HeaderValue::from_static("\"abc\"");
-        let body = b"hello ".repeat(300);
+        let body = StoredBody::copy_from(&b"hello ".repeat(300));
         let gzip = Variant::compress(Encoding::Gzip, &body, &identity).unwrap();
         let br = Variant::compress(Encoding::Br, &body, &identity).unwrap();
         assert_eq!(gzip.etag(), "\"abc-gzip\"");

@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -21,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use super::activity::{Activity, BusyGuard, OnExpiry, Tracked};
 use super::head_gate::{Handoff, HeadGate};
 use super::Respond;
+use crate::body::ResponseBody;
 use crate::config::ServerSettings;
 use crate::error::{ClientError, ProxyError};
 
@@ -114,7 +113,7 @@ async fn answer<R: Respond>(
     refused: bool,
     busy: BusyGuard,
     peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let response = if refused {
         tracing::debug!(%peer, "request head with a bare LF refused");
         ProxyError::from(ClientError::BareLineFeed).into_response()

@@ -18,14 +18,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::admin::AdminState;
+use crate::body::ResponseBody;
 use crate::cache::SnapshotError;
 use crate::config::Settings;
 use crate::handler::AppState;
@@ -45,7 +44,7 @@ pub trait Respond: Send + Sync + 'static {
     fn respond(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+    ) -> impl Future<Output = Response<ResponseBody>> + Send;
 }
 
 /// A bound, not yet running proxy.

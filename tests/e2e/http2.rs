@@ -32,16 +32,21 @@ async fn prior_knowledge_h2_is_served_and_cached_on_the_same_port() {
     let miss = h2_get(&client, &app, "/v1/conversations/conv_h2").await;
     assert_eq!(miss.version(), Version::HTTP_2);
     assert_eq!(header(&miss, "x-cache"), "MISS");
+    let upstream_body = miss.bytes().await.unwrap();
+    // Long enough to be stored in two parts: a HIT sends both, in order.
+    assert!(upstream_body.len() > 4096, "{}", upstream_body.len());
     let hits = (0..20).map(|_| h2_get(&client, &app, "/v1/conversations/conv_h2"));
     for hit in futures::future::join_all(hits).await {
         assert_eq!(hit.version(), Version::HTTP_2);
         assert_eq!(header(&hit, "x-cache"), "HIT");
+        assert_eq!(hit.bytes().await.unwrap(), upstream_body);
     }
     assert_eq!(standin.requests_for("conv_h2").await, 1);
     // HTTP/1.1 still works on the same port.
     let h1 = app.get("/v1/conversations/conv_h2", Some(TOKEN)).await;
     assert_eq!(h1.version(), Version::HTTP_11);
     assert_eq!(header(&h1, "x-cache"), "HIT");
+    assert_eq!(h1.bytes().await.unwrap(), upstream_body);
 }
 
 #[tokio::test]

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 
 use super::*;
 use crate::auth::{Fingerprint, Partition};
+use crate::cache::body::StoredBody;
 use crate::cache::key::Flags;
 use crate::cache::policy::{EntryKind, Lifetime};
 use crate::route::ConversationId;
@@ -24,12 +24,19 @@ fn key(id: &str, partition: Partition) -> CacheKey {
 }
 
 fn entry(received_at: Instant, fresh: u64, usable: u64, hard: Option<u64>) -> Arc<CachedResponse> {
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let headers = vec![(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    // Over 1 KiB: stored in two parts, which a record joins and splits again.
+    let body = format!(
+        "{{\"data\":{{\"id\":\"conv_1\",\"status\":\"completed\",\"note\":\"{}\"}}}}",
+        "x".repeat(1500)
+    );
     Arc::new(CachedResponse::restore(
         StatusCode::OK,
         headers,
-        Bytes::from_static(b"{\"data\":{\"id\":\"conv_1\",\"status\":\"completed\"}}"),
+        StoredBody::copy_from(body.as_bytes()),
         received_at,
         Duration::from_secs(3),
         Lifetime {
