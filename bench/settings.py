@@ -36,7 +36,7 @@ def parse_size(text):
 
 CPUS = len(os.sched_getaffinity(0))
 DURATION = env_int("BENCH_DURATION", 10, 3)
-ROUNDS = env_int("BENCH_ROUNDS", 3, 3)
+ROUNDS = env_int("BENCH_ROUNDS", 5, 3)
 CONNECTIONS = env_int("BENCH_CONNECTIONS", 64, 64)
 THREADS = env_int("BENCH_THREADS", 2, 2)
 IDS = env_int("BENCH_IDS", 1000, 1000)

@@ -16,7 +16,7 @@ use bytes::{Buf, Bytes};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-/// A completed conversation of about 6 KB, as the Ayra API sends it.
+/// A completed conversation of about 5 KB, as the Ayra API sends it.
 fn conversation_body(received: SystemTime) -> Vec<u8> {
     let expires = humantime::format_rfc3339_seconds(received + Duration::from_secs(3600));
     let messages: Vec<_> = (0..40)
@@ -134,7 +134,7 @@ fn entry(c: &mut Criterion) {
     })
     .unwrap();
     let mut group = c.benchmark_group("entry");
-    group.bench_function("store_6kb_answer", |b| {
+    group.bench_function(format!("store_{}_byte_answer", body.len()), |b| {
         b.iter(|| {
             CachedResponse::new(
                 StatusCode::OK,
