@@ -153,13 +153,15 @@ def wait_quiet():
 
 
 def run_wrk(port, mode, duration, connections, threads, prefix="", pids=(), pace_ms=0, quiet=False,
-            accept_encoding=""):
+            accept_encoding="", cpu=None):
     if quiet:
         wait_quiet()
     env = dict(os.environ, BENCH_MODE=mode, BENCH_IDS=str(IDS), BENCH_PREFIX=prefix, BENCH_TOKEN=TOKEN,
                BENCH_PACE_MS=str(pace_ms), BENCH_ACCEPT_ENCODING=accept_encoding)
     args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "5s",
             "-s", WRK_LUA, f"http://127.0.0.1:{port}"]
+    if cpu is not None:
+        args = ["taskset", "-c", str(cpu)] + args
     user_before, sys_before = cpu_split(pids)
     busy_before, ours_before = system_busy_seconds(), our_cpu_seconds()
     started = time.monotonic()

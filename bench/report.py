@@ -1,6 +1,7 @@
 """bench/run's report: the table of every phase that ran, and the targets."""
 
 import client_side
+import one_core
 from settings import *  # noqa: F401,F403
 
 
@@ -28,7 +29,7 @@ def report(info, results, bench):
     add(f"ayra-cache vs nginx proxy_cache ({mode} run, {info['date']})")
     add(f"machine: {info['cpus']} CPUs ({info['model']}), Linux {info['kernel']}, {info['memory']} RAM")
     add(f"software: ayra-cache {info['commit']}; {info['nginx']}; {info['wrk']}; {info['rustc']}")
-    add("client, proxies and stand-in share the same CPUs; ayra-cache runs "
+    add("client, proxies and stand-in share the same CPUs (but in ONE CORE EACH); ayra-cache runs "
         f"{CPUS} runtime threads, nginx {WORKERS} workers")
     add("")
 
@@ -75,6 +76,7 @@ def report(info, results, bench):
         targets.append(("hit p99 <= nginx p99", f"{a['p99_ms']:.3f} vs {n['p99_ms']:.3f} ms", p99_ratio <= 1.0,
                         f"{p99_ratio:.2f}x nginx's" if p99_ratio > 1.0 else ""))
 
+    one_core.report(bench, results, add, targets)
     client_side.report(bench, results, add, targets)
 
     miss = results.get("miss")

@@ -191,6 +191,12 @@ def proc_rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def pin(pids, cpu):
+    """Every thread of `pids` on CPU `cpu` only (threads made later inherit it)."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-c", "-p", str(cpu), str(pid)], stdout=subprocess.DEVNULL, check=True)
+
+
 def proc_tree(pid):
     """pid and its children (nginx: master and workers)."""
     pids = [pid]
@@ -250,7 +256,7 @@ class Standin:
 
 class AyraCache:
     def __init__(self, binary, workdir, name, upstream_port, max_bytes, level="warn", log_to_devnull=False,
-                 compression=True):
+                 compression=True, workers=0):
         self.name = name
         self.port = free_port()
         self.admin_port = free_port()
@@ -260,6 +266,7 @@ class AyraCache:
 [server]
 listen = "127.0.0.1:{self.port}"
 admin_listen = "127.0.0.1:{self.admin_port}"
+worker_threads = {workers}
 
 [upstream]
 base_url = "http://127.0.0.1:{upstream_port}"
@@ -303,7 +310,8 @@ level = "{level}"
 
 
 class Nginx:
-    def __init__(self, binary, workdir, name, upstream_port, access_log="off", h2=False, compression=None):
+    def __init__(self, binary, workdir, name, upstream_port, access_log="off", h2=False, compression=None,
+                 workers=WORKERS):
         """h2: also listen for HTTP/2 with prior knowledge on self.h2_port;
         compression: the http-level gzip/brotli directives (client_side.nginx_compression)."""
         self.name = name
@@ -319,7 +327,7 @@ class Nginx:
             # write the cache under this private temp dir.
             user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
         conf = (conf.replace("@USER_DIRECTIVE@", user)
-                .replace("@WORKERS@", str(WORKERS))
+                .replace("@WORKERS@", str(workers))
                 .replace("@PREFIX@", self.prefix)
                 .replace("@UPSTREAM_PORT@", str(upstream_port))
                 .replace("@LISTEN_PORT@", str(self.port))

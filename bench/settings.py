@@ -58,7 +58,7 @@ ENC_ROUNDS = env_int("BENCH_ENC_ROUNDS", 2, 1)
 ENC_DURATION = env_int("BENCH_ENC_DURATION", 5, 3)
 H2_CONNECTIONS = env_int("BENCH_H2_CONNECTIONS", 4, 4)
 H2_STREAMS = env_int("BENCH_H2_STREAMS", 16, 16)
-ALL_PHASES = ["hits", "logging", "h2", "encodings", "miss", "stampede", "memory", "bound"]
+ALL_PHASES = ["hits", "logging", "one_core", "h2", "encodings", "miss", "stampede", "memory", "bound"]
 PHASES = [p.strip() for p in os.environ.get("BENCH_PHASES", ",".join(ALL_PHASES)).split(",") if p.strip()]
 for _phase in PHASES:
     if _phase not in ALL_PHASES:

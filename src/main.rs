@@ -45,7 +45,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log_level = telemetry::init(&settings.log);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Named for `top -H` and `/proc/PID/task/*/comm` (blocking-pool threads too).
+    runtime.enable_all().thread_name("ayra-runtime");
+    if let Some(threads) = settings.server.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ayra-cache: cannot start the runtime: {error}");

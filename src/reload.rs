@@ -81,7 +81,7 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
         server.listen, server.admin_listen, server.header_read_timeout,
         server.max_request_body,
         server.idle_timeout, server.max_connections, server.shutdown_grace,
-        server.h2_max_concurrent_streams,
+        server.h2_max_concurrent_streams, server.worker_threads,
         upstream.base_url, upstream.connect_timeout, upstream.pool_idle_timeout,
         upstream.max_body, upstream.max_concurrency,
         cache.max_bytes, cache.snapshot_path,

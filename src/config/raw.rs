@@ -29,6 +29,7 @@ pub(super) struct RawServer {
     pub max_connections: usize,
     pub shutdown_grace: String,
     pub h2_max_concurrent_streams: u32,
+    pub worker_threads: usize,
     pub tls: Option<RawTls>,
 }
 
@@ -50,6 +51,7 @@ impl Default for RawServer {
             max_connections: 4096,
             shutdown_grace: "30s".into(),
             h2_max_concurrent_streams: 100,
+            worker_threads: 0,
             tls: None,
         }
     }

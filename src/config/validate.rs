@@ -47,6 +47,7 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
                 raw.server.h2_max_concurrent_streams as usize,
             )?)
             .unwrap_or(u32::MAX),
+            worker_threads: worker_threads(raw.server.worker_threads)?,
             tls: raw.server.tls.map(tls).transpose()?,
         },
         upstream: UpstreamSettings {
@@ -126,6 +127,8 @@ fn check_auth_mode(settings: &Settings) -> Result<(), ConfigError> {
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 /// No count in the config may exceed this.
 const MAX_COUNT: usize = 1_000_000;
+/// More runtime threads than this is a typo, not a machine.
+const MAX_WORKER_THREADS: usize = 1024;
 
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     let value = humantime::parse_duration(text)
@@ -212,6 +215,18 @@ fn fraction(key: &str, value: f64) -> Result<f64, ConfigError> {
     } else {
         Err(ConfigError::invalid(key, "must be at least 0 and below 1"))
     }
+}
+
+/// `server.worker_threads`: 0 is one per CPU (like nginx's
+/// `worker_processes auto`), else at most `MAX_WORKER_THREADS`.
+fn worker_threads(value: usize) -> Result<Option<usize>, ConfigError> {
+    if value > MAX_WORKER_THREADS {
+        return Err(ConfigError::invalid(
+            "server.worker_threads",
+            format!("must be between 0 (one per CPU) and {MAX_WORKER_THREADS}"),
+        ));
+    }
+    Ok((value > 0).then_some(value))
 }
 
 fn at_least_one(key: &str, value: usize) -> Result<usize, ConfigError> {

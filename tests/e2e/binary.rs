@@ -54,6 +54,11 @@ fn a_bad_config_exits_2_naming_the_key() {
             vec![("AYRA_CACHE__UPSTREAM__TIMEOUT", "soon")],
             "upstream.timeout",
         ),
+        (
+            "[server]\nworker_threads = 5000\n",
+            vec![],
+            "server.worker_threads",
+        ),
     ];
     for (text, env, key) in cases {
         let path = write(&dir, text);
@@ -277,6 +282,36 @@ async fn shutdown_waits_no_longer_than_the_grace() {
     assert_eq!(status, Some(0));
     assert!(signalled.elapsed() < Duration::from_millis(1500));
     assert!(stuck.await.unwrap().is_err(), "the stuck request was cut");
+}
+
+/// Threads of process `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test]
+async fn the_runtime_has_the_worker_threads_asked_for() {
+    let standin = StandIn::spawn().await;
+    for (asked, expected) in [("3", 3), ("0", num_cpus())] {
+        let mut config = ConfigFile::for_upstream(&standin.base_url());
+        config.set("server.worker_threads", asked);
+        let mut running = launch(config, &[]).await;
+        let url = format!("http://{}/v1/conversations/conv_threads", running.addr);
+        let answer = reqwest::Client::new().get(url).bearer_auth("k").send().await;
+        assert_eq!(answer.unwrap().status(), 200);
+        // No blocking work has run, so every runtime thread is a worker.
+        let workers = threads_named(running.child.id(), "ayra-runtime");
+        assert_eq!(workers, expected, "worker_threads = {asked}");
+        running.stop();
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 #[test]
