@@ -301,7 +301,11 @@ async fn the_runtime_has_the_worker_threads_asked_for() {
         config.set("server.worker_threads", asked);
         let mut running = launch(config, &[]).await;
         let url = format!("http://{}/v1/conversations/conv_threads", running.addr);
-        let answer = reqwest::Client::new().get(url).bearer_auth("k").send().await;
+        let answer = reqwest::Client::new()
+            .get(url)
+            .bearer_auth("k")
+            .send()
+            .await;
         assert_eq!(answer.unwrap().status(), 200);
         // No blocking work has run, so every runtime thread is a worker.
         let workers = threads_named(running.child.id(), "ayra-runtime");
