@@ -210,9 +210,8 @@ def report(bench, results, add, targets):
                 f"{s['errors']:7d}")
         ratio = a["rps"] / n["rps"]
         add(f"  {'ratio ayra/nginx':38}{ratio:7.2f}x{a['mean_ms'] / n['mean_ms']:8.2f}x")
-        add("  rounds req/s: ayra " + ", ".join(f"{r['rps']:.0f}" for r in a["runs"])
-            + " | nginx " + ", ".join(f"{r['rps']:.0f}" for r in n["runs"])
-            + " | ratio per round " + ", ".join(f"{x:.2f}" for x in h2["pair_ratios"]))
+        for line in bench.rounds_lines(a, n, h2["pair_ratios"], p99=False):
+            add(line)
         add(f"  upstream calls during the timed rounds: {h2['upstream_calls']} (0 = every request was a HIT)")
         add(bench.noise_line([a, n]))
         add("")

@@ -66,13 +66,8 @@ def report(bench, results, add, targets):
     ratio = a["rps"] / n["rps"]
     p99_ratio = a["p99_ms"] / n["p99_ms"]
     add(f"  {'ratio ayra/nginx':38}{ratio:7.2f}x{a['p50_ms'] / n['p50_ms']:7.2f}x{p99_ratio:7.2f}x")
-    lower = sum(ar["p99_us"] <= nr["p99_us"] for ar, nr in zip(a["runs"], n["runs"]))
-    add("  rounds req/s: ayra " + ", ".join(f"{r['rps']:.0f}" for r in a["runs"])
-        + " | nginx " + ", ".join(f"{r['rps']:.0f}" for r in n["runs"])
-        + " | ratio per round " + ", ".join(f"{x:.2f}" for x in one["pair_ratios"]))
-    add("  rounds p99 ms: ayra " + ", ".join(f"{r['p99_us'] / 1000:.2f}" for r in a["runs"])
-        + " | nginx " + ", ".join(f"{r['p99_us'] / 1000:.2f}" for r in n["runs"])
-        + f" | ayra's no worse in {lower} of {len(a['runs'])} rounds")
+    for line in bench.rounds_lines(a, n, one["pair_ratios"]):
+        add(line)
     add(f"  upstream calls during the timed rounds: {one['upstream_calls']} (0 = every request was a HIT)")
     add(bench.noise_line([a, n]))
     add("")

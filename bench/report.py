@@ -13,6 +13,19 @@ def noise_line(summaries):
     return f"  CPU used by other processes during these runs: max {worst:.0f}% of {CPUS * 100}%{note}"
 
 
+def rounds_lines(a, n, pair_ratios, p99=True):
+    """Each round's req/s (and p99) for ayra-cache (`a`) and nginx (`n`), and their pairs."""
+    lines = ["  rounds req/s: ayra " + ", ".join(f"{r['rps']:.0f}" for r in a["runs"])
+             + " | nginx " + ", ".join(f"{r['rps']:.0f}" for r in n["runs"])
+             + " | ratio per round " + ", ".join(f"{x:.2f}" for x in pair_ratios)]
+    if p99:
+        lower = sum(ar["p99_us"] <= nr["p99_us"] for ar, nr in zip(a["runs"], n["runs"]))
+        lines.append("  rounds p99 ms: ayra " + ", ".join(f"{r['p99_us'] / 1000:.2f}" for r in a["runs"])
+                     + " | nginx " + ", ".join(f"{r['p99_us'] / 1000:.2f}" for r in n["runs"])
+                     + f" | ayra's no worse in {lower} of {len(a['runs'])} rounds")
+    return lines
+
+
 def fmt_mib(n):
     return f"{n / MIB:.1f} MiB"
 
@@ -60,13 +73,7 @@ def report(info, results, bench):
             add(f"  * {LOG_ROUNDS} round(s), each run right after that round's plain pair; "
                 f"ayra info/warn {i['rps'] / a['runs'][0]['rps']:.2f}x req/s, "
                 f"ayra info / nginx log off {i['rps'] / n['runs'][0]['rps']:.2f}x (same round)")
-        add("  rounds req/s: ayra " + ", ".join(f"{r['rps']:.0f}" for r in a["runs"])
-            + " | nginx " + ", ".join(f"{r['rps']:.0f}" for r in n["runs"])
-            + " | ratio per round " + ", ".join(f"{x:.2f}" for x in hits["pair_ratios"]))
-        lower = sum(ar["p99_us"] <= nr["p99_us"] for ar, nr in zip(a["runs"], n["runs"]))
-        add("  rounds p99 ms: ayra " + ", ".join(f"{r['p99_us'] / 1000:.2f}" for r in a["runs"])
-            + " | nginx " + ", ".join(f"{r['p99_us'] / 1000:.2f}" for r in n["runs"])
-            + f" | ayra's no worse in {lower} of {len(a['runs'])} rounds")
+        lines.extend(rounds_lines(a, n, hits["pair_ratios"]))
         add(f"  upstream calls during the timed rounds: {hits['upstream_calls']} (0 = every request was a HIT)")
         add(noise_line([s for _, s in rows]))
         add("")
