@@ -19,7 +19,8 @@ static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 pub struct AccessRecord {
     request_id: HeaderValue,
     method: http::Method,
-    path: String,
+    /// The request target, shared with the request (no copy); only its path is logged.
+    uri: http::Uri,
     /// The kind of route taken.
     pub route: RouteKind,
     /// What the cache did, when the request reached it.
@@ -31,12 +32,12 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// Starts the record of a request. The path is kept, never the query or headers.
+    /// Starts the record of a request. Its path is logged, never the query or headers.
     pub fn start<B>(request: &Request<B>) -> AccessRecord {
         AccessRecord {
             request_id: request_id(),
             method: request.method().clone(),
-            path: request.uri().path().to_owned(),
+            uri: request.uri().clone(),
             route: RouteKind::Other,
             cache: None,
             upstream: None,
@@ -65,7 +66,7 @@ impl AccessRecord {
             target: "ayra_cache::access",
             request_id = self.request_id.to_str().unwrap_or(""),
             method = self.method.as_str(),
-            path = self.path.as_str(),
+            path = self.uri.path(),
             route = self.route.as_str(),
             status = status.as_u16(),
             cache,

@@ -100,10 +100,12 @@ async fn route(
     }
 
     // Only the path decides: an absolute-form target's host is never used.
-    let path = request.uri().path().to_owned();
+    // A clone of the target shares its bytes: no copy.
+    let uri = request.uri().clone();
+    let path = uri.path();
     // One consistent set of live settings for the whole request.
     let live = state.live.load_full();
-    let route = route::classify(&path);
+    let route = route::classify(path);
     record.route = route.kind();
     match route {
         Route::Health if is_read(request.method()) => Ok(health()),
@@ -122,7 +124,7 @@ async fn route(
         Route::PassThrough => {
             refuse_unforwardable_method(request.method())?;
             let credential = live.auth.credential(request.headers())?;
-            route::check_forwardable(&path)?;
+            route::check_forwardable(path)?;
             record.cache = Some(CacheStatus::new(CacheResult::Bypass));
             passthrough::forward(state, &live, request, &credential, record).await
         }
