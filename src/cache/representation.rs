@@ -55,7 +55,8 @@ pub fn strong_etag(upstream: &HeaderMap, body: &[u8]) -> HeaderValue {
             .is_ok_and(|text| text.parse::<ETag>().is_ok() && text.starts_with('"'))
     });
     if let Some(etag) = upstream_strong {
-        return etag.clone();
+        // A copy: the parsed value shares the whole buffer its head was read into.
+        return HeaderValue::from_bytes(etag.as_bytes()).unwrap_or_else(|_| etag.clone());
     }
     let digest = Sha256::digest(body);
     let tag = format!("\"{}\"", hex::encode(&digest[..16]));
