@@ -398,6 +398,11 @@ mod tests {
         let e = entry(&upstream, Instant::now(), Duration::from_secs(1));
         assert_eq!(e.headers().len(), 1);
         assert_eq!(e.etag().unwrap(), "\"v1\"");
+        assert_ne!(
+            e.etag().unwrap().as_bytes().as_ptr(),
+            upstream[header::ETAG].as_bytes().as_ptr(),
+            "a copy, not a slice of the buffer the head was read into"
+        );
     }
 
     #[test]
