@@ -49,17 +49,26 @@ async fn a_reload_swaps_tokens_keeps_entries_and_connections_and_names_restart_k
     let mut changed = proxy_key_config(&standin, "token-new");
     changed
         .set("server.listen", "\"127.0.0.1:1\"")
+        .set("server.worker_threads", "3")
         .set("cache.max_bytes", "\"1MiB\"")
         .set("upstream.timeout", "\"5s\"");
     let report = app.reload(&changed);
-    assert_eq!(report.needs_restart, ["server.listen", "cache.max_bytes"]);
+    assert_eq!(
+        report.needs_restart,
+        ["server.listen", "server.worker_threads", "cache.max_bytes"]
+    );
     // Turning the shared tier on needs a restart too.
     let mut shared = changed.clone();
     shared.set("shared.redis_url", "\"redis://127.0.0.1:1/0\"");
     let report = app.reload(&shared);
     assert_eq!(
         report.needs_restart,
-        ["server.listen", "cache.max_bytes", "shared"]
+        [
+            "server.listen",
+            "server.worker_threads",
+            "cache.max_bytes",
+            "shared"
+        ]
     );
     app.reload(&changed);
     assert_eq!(
