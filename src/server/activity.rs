@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use super::connection::ConnectionLimits;
 
@@ -44,8 +43,6 @@ enum Phase {
 /// The connection's phase, shared by its IO and its service.
 pub(super) struct Activity {
     phase: Mutex<Phase>,
-    /// Woken when the phase changes.
-    pub changed: Notify,
     /// When the connection was accepted.
     origin: Instant,
     /// Milliseconds after `origin` of the last byte written.
@@ -60,7 +57,6 @@ impl Activity {
                 since: origin,
                 first: true,
             }),
-            changed: Notify::new(),
             origin,
             last_write_ms: AtomicU64::new(0),
         }
@@ -69,8 +65,6 @@ impl Activity {
     fn update(&self, change: impl FnOnce(Phase) -> Phase) {
         let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
         *phase = change(*phase);
-        drop(phase);
-        self.changed.notify_one();
     }
 
     fn bytes_read(&self) {
@@ -80,8 +74,6 @@ impl Activity {
                 *phase = Phase::ReadingHead {
                     since: Instant::now(),
                 };
-                drop(phase);
-                self.changed.notify_one();
             }
             Phase::Busy { requests, .. } => {
                 *phase = Phase::Busy {
@@ -118,6 +110,28 @@ impl Activity {
             },
         });
         BusyGuard(Arc::clone(self))
+    }
+
+    /// The longest a connection may go unchecked: no phase change sets a
+    /// deadline sooner than this after it (see [`Activity::next_check`]).
+    pub fn check_interval(limits: &ConnectionLimits) -> Duration {
+        limits.header_read_timeout.min(limits.idle_timeout)
+    }
+
+    /// When to look at the connection again, looking at `now`: its deadline,
+    /// or one check interval on, whichever is sooner.
+    ///
+    /// Phase changes wake no one. Every deadline a change sets is at least one
+    /// check interval after the change, so after the check it is never
+    /// sooner than this; a connection's timer is re-armed once per interval,
+    /// not once per request.
+    pub fn next_check(
+        deadline: Option<Instant>,
+        now: Instant,
+        limits: &ConnectionLimits,
+    ) -> Instant {
+        let interval = now + Activity::check_interval(limits);
+        deadline.map_or(interval, |at| at.min(interval))
     }
 
     /// When the connection is next due to be cut, and how.
@@ -221,5 +235,90 @@ impl AsyncWrite for Tracked {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(header_read_timeout: u64, idle_timeout: u64) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_millis(header_read_timeout),
+            idle_timeout: Duration::from_millis(idle_timeout),
+            h2_max_concurrent_streams: 100,
+        }
+    }
+
+    fn at(activity: &Activity, limits: &ConnectionLimits) -> Option<Instant> {
+        activity.deadline(limits).map(|(at, _)| at)
+    }
+
+    #[test]
+    fn the_next_check_is_the_deadline_or_one_interval_whichever_is_sooner() {
+        let limits = limits(300, 5_000);
+        let now = Instant::now();
+        let interval = Duration::from_millis(300);
+        let soon = now + Duration::from_millis(100);
+        assert_eq!(Activity::next_check(Some(soon), now, &limits), soon);
+        let late = now + Duration::from_secs(5);
+        assert_eq!(
+            Activity::next_check(Some(late), now, &limits),
+            now + interval
+        );
+        assert_eq!(Activity::next_check(None, now, &limits), now + interval);
+        // The shorter of the two timeouts sets the interval.
+        let limits = self::limits(5_000, 200);
+        assert_eq!(
+            Activity::check_interval(&limits),
+            Duration::from_millis(200)
+        );
+    }
+
+    /// The rule the connection's lazy timer rests on: after a check, no phase
+    /// change sets a deadline sooner than the check it armed.
+    #[test]
+    fn no_phase_change_sets_a_deadline_before_the_armed_check() {
+        for limits in [limits(300, 5_000), limits(5_000, 300)] {
+            let activity = Arc::new(Activity::new());
+            let mut armed = Activity::next_check(at(&activity, &limits), Instant::now(), &limits);
+            let mut after_change = |activity: &Activity| {
+                if let Some(deadline) = at(activity, &limits) {
+                    assert!(deadline >= armed, "a deadline before the armed check");
+                }
+                armed = Activity::next_check(at(activity, &limits), Instant::now(), &limits);
+            };
+            for _ in 0..3 {
+                activity.bytes_read();
+                after_change(&activity);
+                let busy = activity.request_started();
+                after_change(&activity);
+                // A pipelined head arrives while the first is answered.
+                activity.bytes_read();
+                let second = activity.request_started();
+                drop(busy);
+                after_change(&activity);
+                activity.bytes_written();
+                drop(second);
+                after_change(&activity);
+            }
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_is_due_from_its_last_write() {
+        let limits = limits(300, 5_000);
+        let activity = Arc::new(Activity::new());
+        // A new connection waits for its first head under header_read_timeout.
+        let (first, how) = activity.deadline(&limits).unwrap();
+        assert_eq!(how, OnExpiry::Close);
+        assert_eq!(first, activity.origin + Duration::from_millis(300));
+        drop(activity.request_started());
+        let (idle, how) = activity.deadline(&limits).unwrap();
+        assert_eq!(how, OnExpiry::Drain);
+        assert!(idle >= first + Duration::from_millis(4_700));
+        let busy = activity.request_started();
+        assert_eq!(activity.deadline(&limits), None);
+        drop(busy);
     }
 }

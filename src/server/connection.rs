@@ -162,20 +162,17 @@ impl<R: Respond> Served<R> {
         let mut draining = false;
         // Once an idle connection is asked to close, it has this long to go.
         let mut close_by: Option<Instant> = None;
+        let due = |draining: bool, close_by: Option<Instant>| match close_by {
+            Some(at) => Some((at, OnExpiry::Close)),
+            // A shutdown drain is bounded by the server's grace.
+            None if draining => None,
+            None => activity.deadline(&limits),
+        };
+        let first_check =
+            Activity::next_check(due(false, None).map(|(at, _)| at), Instant::now(), &limits);
+        let check = tokio::time::sleep_until(first_check.into());
+        tokio::pin!(check);
         loop {
-            let due = |draining: bool| match close_by {
-                Some(at) => Some((at, OnExpiry::Close)),
-                // A shutdown drain is bounded by the server's grace.
-                None if draining => None,
-                None => activity.deadline(&limits),
-            };
-            let deadline = due(draining);
-            let wake = async {
-                match deadline {
-                    Some((at, _)) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(error) = result {
@@ -187,20 +184,23 @@ impl<R: Respond> Served<R> {
                     draining = true;
                     connection.as_mut().graceful_shutdown();
                 }
-                () = activity.changed.notified() => {}
-                // The deadline may have moved (bytes were written): look again.
-                () = wake => match due(draining) {
-                    Some((at, OnExpiry::Close)) if at <= Instant::now() => {
-                        tracing::debug!(%peer, "connection due: closing");
-                        return;
+                () = check.as_mut() => {
+                    let now = Instant::now();
+                    match due(draining, close_by) {
+                        Some((at, OnExpiry::Close)) if at <= now => {
+                            tracing::debug!(%peer, "connection due: closing");
+                            return;
+                        }
+                        Some((at, OnExpiry::Drain)) if at <= now => {
+                            draining = true;
+                            connection.as_mut().graceful_shutdown();
+                            close_by = Some(now + limits.header_read_timeout);
+                        }
+                        _ => {}
                     }
-                    Some((at, OnExpiry::Drain)) if at <= Instant::now() => {
-                        draining = true;
-                        connection.as_mut().graceful_shutdown();
-                        close_by = Some(Instant::now() + limits.header_read_timeout);
-                    }
-                    _ => {}
-                },
+                    let deadline = due(draining, close_by).map(|(at, _)| at);
+                    check.as_mut().reset(Activity::next_check(deadline, now, &limits).into());
+                }
             }
         }
     }
