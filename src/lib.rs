@@ -10,7 +10,7 @@
 //! - [`config`]: the TOML file and environment, validated into [`config::Settings`].
 //! - [`telemetry`]: the log subscriber, and its level changed at run time.
 //! - [`access_log`]: the one access event per request.
-//! - [`server`]: the listener, connection limits and timeouts, graceful drain.
+//! - [`server`]: the listeners, the worker threads, connection limits and timeouts, graceful drain.
 //! - [`handler`]: `handle` (log once, errors to responses) around `route`.
 //! - [`route`]: which route a path takes; the conversation id check.
 //! - [`live`]: the settings a reload can change, read once per request.

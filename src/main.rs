@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ayra_cache::config::Settings;
+use ayra_cache::server::workers;
 use ayra_cache::telemetry::{self, LogLevel};
 use ayra_cache::{reload, App};
 use clap::Parser;
@@ -45,13 +46,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log_level = telemetry::init(&settings.log);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    // Named for `top -H` and `/proc/PID/task/*/comm` (blocking-pool threads too).
-    runtime.enable_all().thread_name("ayra-runtime");
-    if let Some(threads) = settings.server.worker_threads {
-        runtime.worker_threads(threads);
-    }
-    let runtime = match runtime.build() {
+    // Accepting, signals and reloads; requests are served by the workers.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(workers::BLOCKING_THREAD_NAME)
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ayra-cache: cannot start the runtime: {error}");

@@ -1,15 +1,18 @@
-//! The listeners: accept under a connection limit, serve each connection, drain on shutdown.
+//! The listeners: accept under a connection limit, hand each connection to a worker, drain on shutdown.
 //!
 //! The public listener answers clients through [`handler`](crate::handler);
 //! the optional admin listener answers operators through
-//! [`admin`](crate::admin). Both share the shutdown: stop accepting, let open
-//! requests finish for at most `server.shutdown_grace`.
+//! [`admin`](crate::admin). Both accept on the caller's runtime and hand
+//! each connection to one of the [`workers`], which serves it to its end. Both
+//! share the shutdown: stop accepting, let open requests finish for at most
+//! `server.shutdown_grace`.
 
 mod activity;
 mod connection;
 mod framing;
 mod head_gate;
 pub mod tls;
+pub mod workers;
 
 use std::future::Future;
 use std::io;
@@ -20,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::AdminState;
 use crate::body::ResponseBody;
@@ -34,6 +37,7 @@ use crate::telemetry::LogLevel;
 use connection::ConnectionLimits;
 use tls::CertResolver;
 use tokio_rustls::TlsAcceptor;
+use workers::Workers;
 
 /// Connections the admin listener holds at once.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -118,14 +122,27 @@ impl App {
         // Every connection holds a sender; when all are gone, the drain is over.
         let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
         let limits = ConnectionLimits::from(&server);
+        let workers = Arc::new(Workers::start(server.worker_threads)?);
         let public = Listener {
             tls: tls.as_ref().map(|resolver| resolver.acceptor()),
-            ..Listener::new(limits, server.max_connections, &stop_rx, &drained_tx)
+            ..Listener::new(
+                limits,
+                server.max_connections,
+                &stop_rx,
+                &drained_tx,
+                &workers,
+            )
         };
         tracing::info!(listen = %listener.local_addr()?, "listening");
         let mut loops = vec![tokio::spawn(public.accept(listener, Arc::clone(&state)))];
         if let Some(admin_listener) = admin_listener {
-            let admin = Listener::new(limits, ADMIN_MAX_CONNECTIONS, &stop_rx, &drained_tx);
+            let admin = Listener::new(
+                limits,
+                ADMIN_MAX_CONNECTIONS,
+                &stop_rx,
+                &drained_tx,
+                &workers,
+            );
             let admin_state = Arc::new(AdminState::new(Arc::clone(&state)));
             tracing::info!(admin_listen = %admin_listener.local_addr()?, "admin listening");
             loops.push(tokio::spawn(admin.accept(admin_listener, admin_state)));
@@ -194,6 +211,7 @@ struct Listener {
     stop: watch::Receiver<bool>,
     drained: mpsc::Sender<()>,
     tls: Option<TlsAcceptor>,
+    workers: Arc<Workers>,
 }
 
 impl Listener {
@@ -202,6 +220,7 @@ impl Listener {
         max_connections: usize,
         stop: &watch::Receiver<bool>,
         drained: &mpsc::Sender<()>,
+        workers: &Arc<Workers>,
     ) -> Listener {
         Listener {
             limits,
@@ -209,6 +228,7 @@ impl Listener {
             stop: stop.clone(),
             drained: drained.clone(),
             tls: None,
+            workers: Arc::clone(workers),
         }
     }
 
@@ -234,16 +254,38 @@ impl Listener {
                 },
                 _ = self.stop.changed() => return,
             };
-            let responder = Arc::clone(&responder);
-            let stop = self.stop.clone();
-            let drained = self.drained.clone();
-            let limits = self.limits;
-            let tls = self.tls.clone();
-            tokio::spawn(async move {
-                connection::serve(stream, peer, responder, limits, stop, tls).await;
-                drop(slot);
-                drop(drained);
-            });
+            self.hand_off(stream, peer, slot, Arc::clone(&responder));
         }
+    }
+
+    /// Moves an accepted connection onto the least busy worker, which serves it.
+    fn hand_off<R: Respond>(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: OwnedSemaphorePermit,
+        responder: Arc<R>,
+    ) {
+        // Off this runtime's reactor; the worker registers it with its own.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "accepted connection unusable");
+                return;
+            }
+        };
+        let (worker, seat) = self.workers.assign();
+        let stop = self.stop.clone();
+        let drained = self.drained.clone();
+        let limits = self.limits;
+        let tls = self.tls.clone();
+        worker.spawn(async move {
+            // Given up when the connection ends: its seat, its slot, its part of the drain.
+            let _held = (seat, slot, drained);
+            match TcpStream::from_std(stream) {
+                Ok(stream) => connection::serve(stream, peer, responder, limits, stop, tls).await,
+                Err(error) => tracing::warn!(%peer, %error, "accepted connection unusable"),
+            }
+        });
     }
 }

@@ -307,8 +307,7 @@ async fn the_runtime_has_the_worker_threads_asked_for() {
             .send()
             .await;
         assert_eq!(answer.unwrap().status(), 200);
-        // No blocking work has run, so every runtime thread is a worker.
-        let workers = threads_named(running.child.id(), "ayra-runtime");
+        let workers = threads_named(running.child.id(), "ayra-worker-");
         assert_eq!(workers, expected, "worker_threads = {asked}");
         running.stop();
     }
