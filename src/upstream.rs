@@ -17,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
 use crate::body::ResponseBody;
@@ -59,9 +60,17 @@ impl UpstreamResponse {
     }
 }
 
+/// One connection pool.
+type PooledClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
 /// The client every upstream request goes through.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// One pool per thread, like nginx's per-worker keepalive pools: a
+    /// worker's upstream connections are driven by the worker itself, so a
+    /// MISS wakes no other thread on its way.
+    clients: ThreadLocal<PooledClient>,
+    connector: HttpsConnector<HttpConnector>,
+    pool_idle_timeout: Duration,
     base_url: String,
     max_body: u64,
     slots: Semaphore,
@@ -75,22 +84,30 @@ impl Upstream {
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .build(https);
         Upstream {
-            client,
+            clients: ThreadLocal::new(),
+            connector,
+            pool_idle_timeout: settings.pool_idle_timeout,
             base_url: settings.base_url.clone(),
             max_body: settings.max_body,
             slots: Semaphore::new(settings.max_concurrency),
             metrics,
         }
+    }
+
+    /// This thread's pool, made on its first upstream request.
+    fn client(&self) -> &PooledClient {
+        self.clients.get_or(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(self.pool_idle_timeout)
+                .build(self.connector.clone())
+        })
     }
 
     /// The configured base URL, without a trailing `/`.
@@ -159,10 +176,10 @@ impl Upstream {
                 .await
                 .map_err(|_| UpstreamError::Unavailable)?;
             let request = next().ok_or(UpstreamError::BadResponse)?;
-            let mut sent = self.client.request(request).await;
+            let mut sent = self.client().request(request).await;
             if sent.as_ref().is_err_and(closed_unanswered) {
                 if let Some(again) = next() {
-                    sent = self.client.request(again).await;
+                    sent = self.client().request(again).await;
                 }
             }
             let response = sent.map_err(classify)?;

@@ -78,6 +78,11 @@ pub(super) async fn serve<R: Respond>(
     stop: watch::Receiver<bool>,
     tls: Option<TlsAcceptor>,
 ) {
+    // An answer's last segment goes out at once, not held for an ACK (Nagle);
+    // nginx's `tcp_nodelay on`. HTTP/2 writes frames as they are ready.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "TCP_NODELAY not set");
+    }
     let activity = Arc::new(Activity::new());
     let tracked = Tracked {
         inner: stream,
