@@ -43,7 +43,7 @@ def report(info, results, bench):
     add(f"machine: {info['cpus']} CPUs ({info['model']}), Linux {info['kernel']}, {info['memory']} RAM")
     add(f"software: ayra-cache {info['commit']}; {info['nginx']}; {info['wrk']}; {info['rustc']}")
     add("client, proxies and stand-in share the same CPUs (but in ONE CORE EACH); ayra-cache runs "
-        f"{CPUS} runtime threads, nginx {WORKERS} workers")
+        f"{CPUS} worker threads, nginx {WORKERS} workers")
     add("")
 
     targets = []

@@ -18,6 +18,9 @@ use super::key::CacheKey;
 use crate::metrics::EvictionCause;
 use crate::route::ConversationId;
 
+/// Entries a purge looks at between two yields to the thread's other tasks.
+const PURGE_YIELD_EVERY: usize = 1024;
+
 /// What [`Store::insert_unless_superseded`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -203,9 +206,14 @@ impl Store {
     ) -> u64 {
         self.epochs.bump(scope);
         let mut purged = 0;
-        for (key, _) in self.entries.iter() {
+        for (seen, (key, _)) in self.entries.iter().enumerate() {
             if drop(&key) && self.entries.remove(&*key).await.is_some() {
                 purged += 1;
+            }
+            // A walk over a large cache lets the thread's other tasks (its
+            // connections, the shared tier's driver) run in between.
+            if seen % PURGE_YIELD_EVERY == PURGE_YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
             }
         }
         purged

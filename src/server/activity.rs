@@ -86,7 +86,11 @@ impl Activity {
     }
 
     fn bytes_written(&self) {
-        let ms = self.origin.elapsed().as_millis() as u64;
+        self.wrote_at(Instant::now());
+    }
+
+    fn wrote_at(&self, at: Instant) {
+        let ms = at.duration_since(self.origin).as_millis() as u64;
         self.last_write_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -317,6 +321,11 @@ mod tests {
         let (idle, how) = activity.deadline(&limits).unwrap();
         assert_eq!(how, OnExpiry::Drain);
         assert!(idle >= first + Duration::from_millis(4_700));
+        // A client still reading a long answer is not idle: the clock runs from the last write.
+        let written = activity.origin + Duration::from_secs(20);
+        activity.wrote_at(written);
+        let (idle, _) = activity.deadline(&limits).unwrap();
+        assert_eq!(idle, written + Duration::from_millis(5_000));
         let busy = activity.request_started();
         assert_eq!(activity.deadline(&limits), None);
         drop(busy);

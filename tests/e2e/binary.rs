@@ -313,6 +313,62 @@ async fn the_runtime_has_the_worker_threads_asked_for() {
     }
 }
 
+/// CPU time, in clock ticks, of the threads of `pid` that `pick` chooses by (thread id, name).
+fn cpu_ticks(pid: u32, pick: impl Fn(u32, &str) -> bool) -> u64 {
+    let mut ticks = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let tid: u32 = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if !pick(tid, name.trim_end()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+        // After the name in parentheses: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    ticks
+}
+
+#[tokio::test]
+async fn requests_are_served_on_the_worker_threads() {
+    let standin = StandIn::spawn().await;
+    let mut config = ConfigFile::for_upstream(&standin.base_url());
+    config.set("server.worker_threads", "2");
+    let mut running = launch(config, &[]).await;
+    let pid = running.child.id();
+    let on_workers = |_: u32, name: &str| name.starts_with("ayra-worker-");
+    // The control thread is the main one: it accepts, it does not serve.
+    let on_control = |tid: u32, _: &str| tid == pid;
+    let (workers_before, control_before) = (cpu_ticks(pid, on_workers), cpu_ticks(pid, on_control));
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/conversations/conv_where", running.addr);
+    for _ in 0..3000 {
+        let answer = client.get(&url).bearer_auth("k").send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.bytes().await.unwrap();
+    }
+    let workers = cpu_ticks(pid, on_workers) - workers_before;
+    let control = cpu_ticks(pid, on_control) - control_before;
+    assert!(
+        workers >= 5,
+        "the workers used {workers} ticks for 3000 requests"
+    );
+    assert!(
+        control * 5 < workers,
+        "the control thread used {control} ticks, the workers {workers}"
+    );
+    running.stop();
+}
+
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
