@@ -330,6 +330,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_long_purge_lets_the_threads_other_tasks_run_and_drops_only_what_it_picks() {
+        let store = Store::new(1 << 30, Duration::from_secs(3600), |_| {});
+        let t0 = Instant::now();
+        let count = 3 * PURGE_YIELD_EVERY;
+        for n in 0..count {
+            let key = key(&format!("c{n:05}"));
+            let epoch = store.epoch(&key.id);
+            let fresh = entry(10, t0, Duration::from_secs(60));
+            store.insert_unless_superseded(key, fresh, epoch).await;
+        }
+        // The test's runtime has one thread: the task runs only if the purge yields.
+        let other_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&other_ran);
+        tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+        assert_eq!(store.purge_where(PurgeScope::All, |_| false).await, 0);
+        assert!(other_ran.load(Ordering::Relaxed), "the purge never yielded");
+
+        let even = |k: &CacheKey| k.id.as_str().ends_with(['0', '2', '4', '6', '8']);
+        let purged = store.purge_where(PurgeScope::All, even).await;
+        assert_eq!(purged, count as u64 / 2);
+        assert!(store.get(&key("c00002"), t0).await.is_none());
+        assert!(store.get(&key("c00003"), t0).await.is_some());
+    }
+
+    #[tokio::test]
     async fn a_purge_of_one_conversation_does_not_stop_another_from_storing() {
         let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
         let t0 = Instant::now();

@@ -94,7 +94,7 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// HTTP/2 streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
-    /// Runtime threads serving requests; none: one per CPU.
+    /// Worker threads serving connections, a runtime each; none: one per CPU.
     pub worker_threads: Option<usize>,
     /// TLS on the public listener; none: cleartext.
     pub tls: Option<TlsSettings>,

@@ -127,8 +127,8 @@ impl Activity {
     ///
     /// Phase changes wake no one. Every deadline a change sets is at least one
     /// check interval after the change, so after the check it is never
-    /// sooner than this; a connection's timer is re-armed once per interval,
-    /// not once per request.
+    /// sooner than this; a connection's timer is re-armed only when it
+    /// fires, never by a request.
     pub fn next_check(
         deadline: Option<Instant>,
         now: Instant,
