@@ -176,7 +176,11 @@ impl Client<'_> {
             return upstream.to_response();
         };
         let mut response = if not_modified(self.headers, etag) {
-            not_modified_response(etag)
+            // A 304 stands for the stored entry: it carries its age, as on a HIT.
+            let mut response = not_modified_response(etag);
+            let age = HeaderValue::from(entry.age(Instant::now()));
+            response.headers_mut().insert(header::AGE, age);
+            response
         } else {
             let mut response = upstream.to_response();
             response.headers_mut().insert(header::ETAG, etag.clone());

@@ -74,9 +74,13 @@ async fn a_just_fetched_answer_is_a_304_too() {
     let (standin, app) = spawn_pair(&[]).await;
     // The client cannot know the ETag of an answer not yet fetched; `*`
     // matches whatever it is, and the stored answer is compared on the spot.
+    standin.set("conv_k", serde_json::json!({"age": 40})).await;
     let fresh = get(&app, "/v1/conversations/conv_k", &[("if-none-match", "*")]).await;
     assert_eq!(fresh.status(), 304);
     assert_eq!(header(&fresh, "x-cache"), "MISS");
+    // Like a HIT's 304, it carries the entry's age: the upstream's own plus
+    // the (sub-second) time held.
+    assert_eq!(header(&fresh, "age"), "40");
     assert_eq!(
         header(&fresh, "cache-status"),
         "ayra-cache; fwd=miss; stored"
