@@ -11,46 +11,27 @@ use crate::access_log::AccessRecord;
 use crate::body::ResponseBody;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::Cache;
-use crate::config::Settings;
-use crate::error::ProxyError;
-use crate::live::{self, LiveSettings};
+use crate::error::{ClientError, ProxyError};
+use crate::live::LiveSettings;
 use crate::metrics::Metrics;
 use crate::passthrough::BodyLimits;
 use crate::route::{self, ConversationId, Route};
-use crate::server::Respond;
+use crate::server::{HeadRefusal, Respond};
 use crate::upstream::Upstream;
 use crate::{conversation, passthrough};
 
 /// The longest request target accepted (SPEC section 6).
 const MAX_TARGET_BYTES: usize = 8 * 1024;
 
-/// What every request shares.
+/// What every request shares; built by the composition root ([`crate::app`]).
 pub struct AppState {
     /// The settings that change on reload, swapped as one value.
-    pub live: LiveSettings,
+    pub live: Arc<LiveSettings>,
     pub upstream: Arc<Upstream>,
-    pub cache: Cache,
+    pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
     /// Bounds on reading a forwarded request's body (fixed at start).
     pub request_body: BodyLimits,
-}
-
-impl AppState {
-    /// The state the settings describe: an empty cache and an idle client pool.
-    pub fn new(settings: &Settings) -> AppState {
-        let metrics = Arc::new(Metrics::new());
-        AppState {
-            live: live::hold(settings),
-            upstream: Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics))),
-            cache: Cache::new(
-                &settings.cache,
-                settings.shared.as_ref(),
-                Arc::clone(&metrics),
-            ),
-            metrics,
-            request_body: BodyLimits::from(&settings.server),
-        }
-    }
 }
 
 impl Respond for AppState {
@@ -59,6 +40,17 @@ impl Respond for AppState {
         request: Request<Incoming>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send {
         handle(self, request)
+    }
+
+    fn refuse(&self, refusal: HeadRefusal) -> Response<ResponseBody> {
+        refused_head(refusal)
+    }
+}
+
+/// The 400 for a head the transport refused, in the API's error shape.
+pub fn refused_head(refusal: HeadRefusal) -> Response<ResponseBody> {
+    match refusal {
+        HeadRefusal::BareLineFeed => ProxyError::from(ClientError::BareLineFeed).into_response(),
     }
 }
 

@@ -7,10 +7,12 @@
 //!
 //! The modules, in the order a request meets them:
 //!
+//! - [`app`]: the composition root: builds the parts, wires them to the server, owns shutdown.
 //! - [`config`]: the TOML file and environment, validated into [`config::Settings`].
+//! - [`certificate`]: TLS certificate pairs, parsed once per load.
 //! - [`telemetry`]: the log subscriber, and its level changed at run time.
 //! - [`access_log`]: the one access event per request.
-//! - [`server`]: the listeners, the worker threads, connection limits and timeouts, graceful drain.
+//! - [`server`]: the transport: listeners, worker threads, connection limits and timeouts, drain.
 //! - [`handler`]: `handle` (log once, errors to responses) around `route`.
 //! - [`route`]: which route a path takes; the conversation id check.
 //! - [`live`]: the settings a reload can change, read once per request.
@@ -29,9 +31,11 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod certificate;
 pub mod config;
 pub mod conversation;
 pub mod error;
@@ -47,4 +51,4 @@ pub mod summary;
 pub mod telemetry;
 pub mod upstream;
 
-pub use server::App;
+pub use app::App;

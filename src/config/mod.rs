@@ -13,9 +13,11 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use rustls::sign::CertifiedKey;
 
 use crate::cache::encoding::Encoding;
 
@@ -100,11 +102,13 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
 }
 
-/// `[server.tls]`: the PEM certificate chain and private key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[server.tls]`: the PEM certificate chain and private key, and the pair
+/// parsed from them when the settings were validated.
+#[derive(Debug, Clone)]
 pub struct TlsSettings {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
+    pub pair: Arc<CertifiedKey>,
 }
 
 /// `[upstream]`: where and how the Ayra API is called.

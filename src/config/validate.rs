@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 
 use crate::cache::encoding::Encoding;
+use crate::certificate::{self, PairError};
 
 use super::raw::{RawSettings, RawSize};
 use super::{
@@ -190,15 +191,18 @@ fn encodings(names: &[String]) -> Result<Vec<Encoding>, ConfigError> {
     Ok(encodings)
 }
 
-/// The pair must load now: a bad certificate stops the start, naming the key.
+/// The pair must load now: a bad certificate stops the start (or the
+/// reload), naming the key. The parsed pair is what the listener serves.
 fn tls(raw: super::raw::RawTls) -> Result<TlsSettings, ConfigError> {
-    let settings = TlsSettings {
-        cert_path: PathBuf::from(raw.cert_path),
-        key_path: PathBuf::from(raw.key_path),
-    };
-    match crate::server::tls::certified_key(&settings) {
-        Ok(_) => Ok(settings),
-        Err(error @ crate::server::tls::TlsError::Key { .. }) => Err(ConfigError::invalid(
+    let cert_path = PathBuf::from(raw.cert_path);
+    let key_path = PathBuf::from(raw.key_path);
+    match certificate::load(&cert_path, &key_path) {
+        Ok(pair) => Ok(TlsSettings {
+            cert_path,
+            key_path,
+            pair,
+        }),
+        Err(error @ PairError::Key { .. }) => Err(ConfigError::invalid(
             "server.tls.key_path",
             error.to_string(),
         )),

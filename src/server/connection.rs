@@ -18,10 +18,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Activity, BusyGuard, OnExpiry, Tracked};
 use super::head_gate::{Handoff, HeadGate};
-use super::Respond;
+use super::{HeadRefusal, Respond};
 use crate::body::ResponseBody;
 use crate::config::ServerSettings;
-use crate::error::{ClientError, ProxyError};
 
 /// Largest request head accepted; past it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -121,7 +120,7 @@ async fn answer<R: Respond>(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let response = if refused {
         tracing::debug!(%peer, "request head with a bare LF refused");
-        ProxyError::from(ClientError::BareLineFeed).into_response()
+        responder.refuse(HeadRefusal::BareLineFeed)
     } else {
         responder.respond(request).await
     };

@@ -7,7 +7,7 @@
 //! cost more CPU than a HIT's own work; see the README's Benchmarks). A new
 //! connection goes to the worker with the fewest open. Accepting, signals,
 //! reloads, the summary and the shared tier's background tasks run on the
-//! runtime that called [`App::run`](super::App::run).
+//! runtime that runs [`App::run`](crate::app::App::run).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
