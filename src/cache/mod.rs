@@ -306,7 +306,7 @@ async fn follow_purges(store: Store, mut notices: tokio::sync::broadcast::Receiv
                 purge_local(&store, None).await;
             }
             // Lagging needs 1024 notices queued behind a loop that does
-            // nothing else; a purge lost that way is the gap the README names.
+            // nothing else; a purge lost that way is the gap docs/caching.md names.
             Ok(Notice::Stored(_) | Notice::Released(_)) | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return,
         }
