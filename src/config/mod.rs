@@ -3,6 +3,7 @@
 //! [`Settings::load`] reads and validates; every error names the key at fault
 //! so an operator can fix the file without reading code.
 
+mod durations;
 mod raw;
 mod shared;
 mod validate;

@@ -15,7 +15,7 @@ pub(super) struct RawSettings {
     pub auth: RawAuth,
     pub admin: RawAdmin,
     pub log: RawLog,
-    pub shared: Option<super::shared::RawShared>,
+    pub shared: Option<RawShared>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,4 +177,29 @@ fn list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
             .map(str::to_owned)
             .collect(),
     })
+}
+
+/// `[shared]` as written; absent: each proxy caches alone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawShared {
+    pub redis_url: String,
+    pub cluster: bool,
+    pub key_prefix: String,
+    pub timeout: String,
+    pub lock_ttl: String,
+    pub encryption_key: Option<String>,
+}
+
+impl Default for RawShared {
+    fn default() -> Self {
+        RawShared {
+            redis_url: String::new(),
+            cluster: false,
+            key_prefix: "ayra-cache:".into(),
+            timeout: "100ms".into(),
+            lock_ttl: "15s".into(),
+            encryption_key: None,
+        }
+    }
 }

@@ -3,13 +3,13 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use http::{HeaderValue, Uri};
 
 use crate::cache::encoding::Encoding;
 use crate::certificate::{self, PairError};
 
+use super::durations::{duration, positive_duration};
 use super::raw::{RawSettings, RawSize};
 use super::{
     AdminSettings, AuthSettings, CacheSettings, ConfigError, LogFormat, LogSettings, Secret,
@@ -123,30 +123,10 @@ fn check_auth_mode(settings: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// No duration in the config may exceed this (a year): larger values are typos,
-/// and some would overflow the cache's and the runtime's clocks.
-const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 /// No count in the config may exceed this.
 const MAX_COUNT: usize = 1_000_000;
 /// More runtime threads than this is a typo, not a machine.
 const MAX_WORKER_THREADS: usize = 1024;
-
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let value = humantime::parse_duration(text)
-        .map_err(|e| ConfigError::invalid(key, format!("{text:?} is not a duration ({e})")))?;
-    if value > MAX_DURATION {
-        return Err(ConfigError::invalid(key, "must be at most a year"));
-    }
-    Ok(value)
-}
-
-pub(super) fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let value = duration(key, text)?;
-    if value.is_zero() {
-        return Err(ConfigError::invalid(key, "must be longer than zero"));
-    }
-    Ok(value)
-}
 
 fn positive_size(key: &str, raw: &RawSize) -> Result<u64, ConfigError> {
     let bytes = match raw {
@@ -324,6 +304,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::io::Write;
+    use std::time::Duration;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let mut file = tempfile::NamedTempFile::new().unwrap();

@@ -11,6 +11,7 @@ mod activity;
 mod connection;
 mod framing;
 mod head_gate;
+mod limits;
 pub mod tls;
 pub mod workers;
 
@@ -29,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::ResponseBody;
 use crate::config::ServerSettings;
-use connection::ConnectionLimits;
+use limits::ConnectionLimits;
 use workers::Workers;
 
 /// Something that answers the requests of one listener.
