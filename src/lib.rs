@@ -26,6 +26,7 @@
 //! - [`admin`]: the operators' listener: metrics, stats, purges.
 //! - [`summary`]: the periodic summary log event.
 //! - [`reload`]: SIGHUP: the reloadable keys of a new config, applied at once.
+//! - [`trace_context`]: the client's request id and W3C trace context, checked and continued.
 //! - [`error`]: the proxy's errors and their one status mapping.
 //! - [`metrics`]: the Prometheus metrics every part counts into.
 
@@ -49,6 +50,7 @@ pub mod route;
 pub mod server;
 pub mod summary;
 pub mod telemetry;
+pub mod trace_context;
 pub mod upstream;
 
 pub use app::App;
