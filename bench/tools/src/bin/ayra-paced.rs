@@ -6,8 +6,10 @@
 //! is busy, the next slot goes out late and its latency still counts from
 //! when it was due (no coordinated omission). Prebuilt requests cycle over
 //! the paths given. Prints one line `PACED_RESULT {json}`: latency
-//! percentiles, how late the client sent (its own precision), errors, and
-//! the rate achieved.
+//! percentiles, errors, the rate achieved, and the client's own precision:
+//! how late a connection that was waiting for a slot woke to send it
+//! (`late_*`), and how many slots found every connection busy (`backlogged`:
+//! the server was behind, or the client was not scheduled in time).
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -53,7 +55,10 @@ struct Args {
 #[derive(Default)]
 struct Record {
     latency_ns: Vec<u64>,
-    lateness_ns: Vec<u64>,
+    /// How late the send went out, for slots this connection waited for.
+    wake_late_ns: Vec<u64>,
+    /// Measured slots already past due when this connection took them.
+    backlogged: u64,
     sent: u64,
     non_200: u64,
     io_errors: u64,
@@ -87,7 +92,8 @@ fn main() -> std::io::Result<()> {
     for thread in threads {
         let record = thread.join().expect("a connection thread panicked");
         total.latency_ns.extend(record.latency_ns);
-        total.lateness_ns.extend(record.lateness_ns);
+        total.wake_late_ns.extend(record.wake_late_ns);
+        total.backlogged += record.backlogged;
         total.sent += record.sent;
         total.non_200 += record.non_200;
         total.io_errors += record.io_errors;
@@ -144,10 +150,12 @@ fn run_connection(
     let mut reader = ResponseReader::default();
     let mut record = Record::default();
     while let Some(slot) = schedule.take() {
-        if let Some(wait) = slot.due.checked_duration_since(Instant::now()) {
+        let wait = slot.due.checked_duration_since(Instant::now());
+        if let Some(wait) = wait {
             std::thread::sleep(wait);
         }
         let sent = Instant::now();
+        let waited = wait.is_some();
         let request = &requests[(slot.index % requests.len() as u64) as usize];
         record.sent += 1;
         let answer = stream
@@ -155,7 +163,7 @@ fn run_connection(
             .and_then(|()| reader.read_response(&mut stream));
         let done = Instant::now();
         match answer {
-            Ok(response) => tally(&mut record, slot, sent, done, response.status),
+            Ok(response) => tally(&mut record, slot, (sent, waited), done, response.status),
             Err(_) => {
                 record.io_errors += 1;
                 match connect(target, timeout) {
@@ -168,14 +176,19 @@ fn run_connection(
     record
 }
 
-fn tally(record: &mut Record, slot: Slot, sent: Instant, done: Instant, status: u16) {
+/// Records a measured slot's answer; `sent`: when it went out, and whether the connection waited for it.
+fn tally(record: &mut Record, slot: Slot, sent: (Instant, bool), done: Instant, status: u16) {
     if !slot.measured {
         return;
     }
     record.latency_ns.push((done - slot.due).as_nanos() as u64);
-    record
-        .lateness_ns
-        .push(sent.saturating_duration_since(slot.due).as_nanos() as u64);
+    let (sent_at, waited) = sent;
+    if waited {
+        let late = sent_at.saturating_duration_since(slot.due);
+        record.wake_late_ns.push(late.as_nanos() as u64);
+    } else {
+        record.backlogged += 1;
+    }
     if status != 200 {
         record.non_200 += 1;
     }
@@ -191,13 +204,14 @@ fn precise_sleeps() {
 
 fn to_json(args: &Args, total: &mut Record, measured_seconds: f64) -> String {
     let latency = summarise(&mut total.latency_ns);
-    let lateness = summarise(&mut total.lateness_ns);
+    let lateness = summarise(&mut total.wake_late_ns);
     format!(
-        "{{\"offered_rps\":{:.1},\"achieved_rps\":{:.1},\"measured\":{},\"sent\":{},\"non_200\":{},\
-         \"io_errors\":{},\"connections\":{},{},{}}}",
+        "{{\"offered_rps\":{:.1},\"achieved_rps\":{:.1},\"measured\":{},\"backlogged\":{},\"sent\":{},\
+         \"non_200\":{},\"io_errors\":{},\"connections\":{},{},{}}}",
         args.rate,
         latency.count as f64 / measured_seconds,
         latency.count,
+        total.backlogged,
         total.sent,
         total.non_200,
         total.io_errors,
