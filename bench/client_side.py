@@ -167,7 +167,8 @@ def phase_encodings(bench, workdir, standin, ayra, results):
     """For identity, gzip and br: wrk HIT rounds against ayra-cache (precompressed
     bodies) and an nginx compressing on the fly, alternating; bytes per response."""
     compression, brotli = nginx_compression(bench)
-    nginx = bench.Nginx(bench.find_binary("nginx"), workdir, "nginx-gzip", standin.port, compression=compression)
+    nginx = bench.Nginx(bench.find_binary("nginx"), workdir, "nginx-gzip", standin.port, compression=compression,
+                        tuning=bench.NGINX_TUNING, reuseport=bench.NGINX_REUSEPORT)
     try:
         for key, server in (("ayra", ayra), ("nginx", nginx)):
             bench.warm_up(server, key)
@@ -205,7 +206,7 @@ def report(bench, results, add, targets):
             f"({bench.H2_CONNECTIONS * bench.H2_STREAMS} concurrent streams), {bench.IDS} ids in turn, "
             f"{bench.ROUNDS} alternating rounds x {bench.DURATION} s; medians")
         add(f"  {'':38}{'req/s':>8}{'mean ms':>9}{'CPU %':>7}{'B/resp':>8}{'errors':>7}")
-        for label, s in (("ayra-cache (h2c)", a), ("nginx proxy_cache (listen http2)", n)):
+        for label, s in (("ayra-cache (h2c)", a), ("nginx tuned (listen http2)", n)):
             add(f"  {label:38}{s['rps']:8.0f}{s['mean_ms']:9.3f}{s['cpu_pct']:7.0f}{s['resp_bytes']:8.0f}"
                 f"{s['errors']:7d}")
         ratio = a["rps"] / n["rps"]

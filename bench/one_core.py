@@ -25,7 +25,8 @@ def phase(bench, binaries, workdir, standin, results):
     servers = {
         "ayra": bench.AyraCache(binaries["ayra-cache"], workdir, "ayra-one-core", standin.port, 1024 * bench.MIB,
                                 workers=1),
-        "nginx": bench.Nginx(binaries["nginx"], workdir, "nginx-one-core", standin.port, workers=1),
+        "nginx": bench.Nginx(binaries["nginx"], workdir, "nginx-one-core", standin.port, workers=1,
+                             tuning=bench.NGINX_TUNING, reuseport=bench.NGINX_REUSEPORT),
     }
     try:
         for key, server in servers.items():
@@ -60,7 +61,7 @@ def report(bench, results, add, targets):
     add(f"ONE CORE EACH  the proxy pinned to CPU {one['proxy_cpu']} with one worker, wrk -t1 -c{bench.CONNECTIONS} "
         f"pinned to CPU {WRK_CPU}; {bench.IDS} ids, {bench.ROUNDS} alternating rounds x {bench.DURATION} s; medians")
     add(f"  {'':38}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU %':>7}{'user':>7}{'sys':>7}{'errors':>7}")
-    for label, s in (("ayra-cache (worker_threads = 1)", a), ("nginx proxy_cache (worker_processes 1)", n)):
+    for label, s in (("ayra-cache (worker_threads = 1)", a), ("nginx tuned (worker_processes 1)", n)):
         add(f"  {label:38}{s['rps']:8.0f}{s['p50_ms']:8.3f}{s['p99_ms']:8.3f}{s['cpu_pct']:7.0f}"
             f"{s['user_us']:7.1f}{s['sys_us']:7.1f}{s['errors']:7d}")
     ratio = a["rps"] / n["rps"]
