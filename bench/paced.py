@@ -90,7 +90,8 @@ def phase(bench, tools, workdir, standin, servers, results):
                       f"client late p99 {r['late_p99_us']:.0f} us  backlog {r['backlog_pct']:.1f}%  errors {r['errors']}  "
                       f"other processes {r['foreign_pct']:.0f}%")
     fields = ("achieved_rps", "latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_p999_us",
-              "latency_max_us", "late_p99_us", "backlog_pct", "cpu_pct", "cpu_us")
+              "latency_max_us", "from_send_p50_us", "from_send_p99_us", "late_p99_us", "backlog_pct", "cpu_pct",
+              "cpu_us")
     out = {"rate": rate, "basis": basis, "upstream_calls": standin.stats()["requests_total"], "servers": {}}
     for key, value in runs.items():
         s = {field: bench.median([r[field] for r in value]) for field in fields}
@@ -108,16 +109,19 @@ def report(bench, results, add, targets):
     add(f"PACED HITS  open loop at {paced['rate']:.0f} req/s offered ({paced['basis']}), ayra-paced "
         f"{bench.PACED_CONNECTIONS} connections, latency from each request's due time, "
         f"{bench.PACED_ROUNDS} alternating round(s) x {bench.PACED_DURATION} s; medians")
-    add(f"  {'':40}{'req/s':>7}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'p99.9':>8}{'max ms':>8}{'CPU %':>6}"
-        f"{'us/req':>7}{'late':>6}{'backlog':>8}{'errors':>7}")
+    add(f"  {'':40}{'req/s':>7}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'p99.9':>8}{'max ms':>8}"
+        f"{'sent p50':>9}{'p99':>7}{'CPU %':>6}{'us/req':>7}{'late':>6}{'backlog':>8}{'errors':>7}")
     servers = paced["servers"]
     for key, s in servers.items():
         add(f"  {LABELS[key]:40}{s['achieved_rps']:7.0f}{s['latency_p50_us'] / 1000:8.3f}"
             f"{s['latency_p90_us'] / 1000:8.3f}{s['latency_p99_us'] / 1000:8.3f}{s['latency_p999_us'] / 1000:8.3f}"
-            f"{s['latency_max_us'] / 1000:8.2f}{s['cpu_pct']:6.0f}{s['cpu_us']:7.1f}{s['late_p99_us']:6.0f}"
+            f"{s['latency_max_us'] / 1000:8.2f}{s['from_send_p50_us'] / 1000:9.3f}{s['from_send_p99_us'] / 1000:7.3f}"
+            f"{s['cpu_pct']:6.0f}{s['cpu_us']:7.1f}{s['late_p99_us']:6.0f}"
             f"{s['backlog_pct']:7.1f}%{s['errors']:7d}")
-    add("  us/req: the server's CPU per request at this load; late: the client's own precision, p99 of how late "
-        "(us) a waiting connection sent; backlog: requests that found all connections busy when due")
+    add("  p50..max: from each request's due time; sent p50/p99: from when it went out (wrk2's uncorrected, ms); "
+        "us/req: the server's CPU per request at this load;")
+    add("  late: the client's own precision, p99 of how late (us) a waiting connection sent; backlog: requests that "
+        "found all connections busy when due")
     a = servers.get("ayra")
     for key in ("nginx_tuned", "ceiling", "nginx"):
         if a and key in servers:

@@ -54,7 +54,12 @@ struct Args {
 /// What one connection saw.
 #[derive(Default)]
 struct Record {
+    /// From when each request was due to its whole answer (what is reported as latency).
     latency_ns: Vec<u64>,
+    /// From when each request went out to its whole answer (wrk2's "uncorrected").
+    from_send_ns: Vec<u64>,
+    /// When the last measured answer arrived.
+    last_done: Option<Instant>,
     /// How late the send went out, for slots this connection waited for.
     wake_late_ns: Vec<u64>,
     /// Measured slots already past due when this connection took them.
@@ -92,16 +97,20 @@ fn main() -> std::io::Result<()> {
     for thread in threads {
         let record = thread.join().expect("a connection thread panicked");
         total.latency_ns.extend(record.latency_ns);
+        total.from_send_ns.extend(record.from_send_ns);
+        total.last_done = total.last_done.max(record.last_done);
         total.wake_late_ns.extend(record.wake_late_ns);
         total.backlogged += record.backlogged;
         total.sent += record.sent;
         total.non_200 += record.non_200;
         total.io_errors += record.io_errors;
     }
+    // Achieved: answers over the measured window, or until the last answer when a slow server ran past it.
     let (from, to) = schedule.measured_window();
+    let until = total.last_done.map_or(to, |done| done.max(to));
     println!(
         "PACED_RESULT {}",
-        to_json(&args, &mut total, (to - from).as_secs_f64())
+        to_json(&args, &mut total, (until - from).as_secs_f64())
     );
     Ok(())
 }
@@ -181,8 +190,10 @@ fn tally(record: &mut Record, slot: Slot, sent: (Instant, bool), done: Instant, 
     if !slot.measured {
         return;
     }
-    record.latency_ns.push((done - slot.due).as_nanos() as u64);
     let (sent_at, waited) = sent;
+    record.latency_ns.push((done - slot.due).as_nanos() as u64);
+    record.from_send_ns.push((done - sent_at).as_nanos() as u64);
+    record.last_done = record.last_done.max(Some(done));
     if waited {
         let late = sent_at.saturating_duration_since(slot.due);
         record.wake_late_ns.push(late.as_nanos() as u64);
@@ -205,9 +216,10 @@ fn precise_sleeps() {
 fn to_json(args: &Args, total: &mut Record, measured_seconds: f64) -> String {
     let latency = summarise(&mut total.latency_ns);
     let lateness = summarise(&mut total.wake_late_ns);
+    let from_send = summarise(&mut total.from_send_ns);
     format!(
         "{{\"offered_rps\":{:.1},\"achieved_rps\":{:.1},\"measured\":{},\"backlogged\":{},\"sent\":{},\
-         \"non_200\":{},\"io_errors\":{},\"connections\":{},{},{}}}",
+         \"non_200\":{},\"io_errors\":{},\"connections\":{},{},{},{}}}",
         args.rate,
         latency.count as f64 / measured_seconds,
         latency.count,
@@ -218,6 +230,7 @@ fn to_json(args: &Args, total: &mut Record, measured_seconds: f64) -> String {
         args.connections,
         fields("latency", &latency),
         fields("late", &lateness),
+        fields("from_send", &from_send),
     )
 }
 
