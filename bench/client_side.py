@@ -23,12 +23,14 @@ def nginx_version(binary):
     return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
 
 
-def nginx_h2_listen(binary, port):
+def nginx_h2_listen(binary, port, reuseport=False):
     """An HTTP/2 cleartext (prior knowledge) listener in the installed nginx's syntax:
-    `listen ... http2` before 1.25.1, `http2 on;` (in its own server) since."""
+    `listen ... http2` before 1.25.1, `http2 on;` (in its own server) since;
+    with `reuseport` for the tuned nginx."""
+    options = "backlog=4096" + (" reuseport" if reuseport else "")
     if nginx_version(binary) >= (1, 25, 1):
-        return f"listen 127.0.0.1:{port} backlog=4096;\n        http2 on;"
-    return f"listen 127.0.0.1:{port} http2 backlog=4096;"
+        return f"listen 127.0.0.1:{port} {options};\n        http2 on;"
+    return f"listen 127.0.0.1:{port} http2 {options};"
 
 
 def nginx_compression(bench):

@@ -371,5 +371,5 @@ class Nginx(NginxProcess):
             "COMPRESSION": (compression or {}).get("directives", ""),
             "TUNING": tuning,
             "LISTEN_OPTIONS": " reuseport" if reuseport else "",
-            "H2_LISTEN": client_side.nginx_h2_listen(binary, self.h2_port) if h2 else "",
+            "H2_LISTEN": client_side.nginx_h2_listen(binary, self.h2_port, reuseport) if h2 else "",
         })
