@@ -34,11 +34,6 @@ impl Pace {
         Pace::new(settings.rate, settings.burst)
     }
 
-    /// The time one token takes to come.
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
     /// How long an empty bucket takes to fill.
     fn capacity(&self) -> Duration {
         self.interval.saturating_mul(self.burst)
@@ -62,10 +57,6 @@ impl Bucket {
     /// A full bucket.
     pub fn new(pace: Option<Pace>, now: Instant) -> Bucket {
         Bucket { pace, full_at: now }
-    }
-
-    pub fn pace(&self) -> Option<Pace> {
-        self.pace
     }
 
     /// Time until the bucket is full again.

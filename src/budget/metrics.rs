@@ -30,7 +30,7 @@ pub struct BudgetMetrics {
 
 /// Waits from 1 ms to about 4 minutes (`max_wait` is at most 5).
 fn wait_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 18))
+    Histogram::new(exponential_buckets(0.001, 2.0, 19))
 }
 
 impl Default for BudgetMetrics {

@@ -69,7 +69,7 @@ use std::time::Instant;
 pub use bucket::{Bucket, Pace};
 pub use decision::{Admission, ExhaustedOutcome, RefreshAdmission, RefusalReason};
 pub use metrics::BudgetMetrics;
-pub use pause::{pause_length, retry_after_secs, RetryAfter, DEFAULT_PAUSE, MAX_PAUSE};
+pub use pause::{pause_length, RetryAfter, DEFAULT_PAUSE, MAX_PAUSE};
 pub use registry::{BudgetSnapshot, Budgets, UpstreamCredential};
 pub use turns::ClientIdentity;
 pub use waiting::Budget;

@@ -159,3 +159,31 @@ async fn the_snapshot_names_credentials_by_a_fingerprint_prefix_only() {
     assert!(json.contains(&expected), "{json}");
     assert!(json.contains("\"paused_until\":null"), "{json}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_budgets_count_into_their_metrics() {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("ayra_cache");
+    let metrics = Arc::new(BudgetMetrics::register(&mut registry));
+    let settings = BudgetSettings {
+        rate: 10.0,
+        burst: 1,
+        max_wait: ms(50),
+    };
+    let budgets = Budgets::new(settings, metrics);
+    budgets.admit(key("sk"), who("app")).await; // a token was there
+    budgets.admit(key("sk"), who("app")).await; // refused at once
+    budgets.exhausted(ExhaustedOutcome::Rejected);
+    tokio::time::advance(ms(60)).await;
+    budgets.admit(key("sk"), who("app")).await; // waits 40 ms
+    budgets.pause(key("sk"), Duration::from_secs(60));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "ayra_cache_budget_waits_total 1",
+        "ayra_cache_budget_wait_seconds_sum 0.04",
+        "ayra_cache_budget_exhausted_total{outcome=\"rejected\"} 1",
+        "ayra_cache_upstream_paused 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+}
