@@ -13,7 +13,8 @@
 //! changes the pace for new calls at once and never grants a fresh burst.
 //!
 //! **Taking turns.** A call that finds a token and nobody waiting goes at
-//! once: one short mutex, no allocation. Otherwise it waits, and waiting
+//! once: a read lock on the map of budgets (a writer holds it only to add
+//! a credential or sweep), one short mutex, no allocation. Otherwise it waits, and waiting
 //! calls are granted in rotation across [`ClientIdentity`]s (the client's
 //! own token; anonymous clients are one identity), first come first served
 //! within one (`turns`), so a client with hundreds of calls queued delays
@@ -27,7 +28,8 @@
 //! **The upstream's own 429.** [`pause_length`] reads its `retry-after`
 //! (seconds or an HTTP date; 1 s without one; at most 5 minutes), and
 //! [`Budgets::pause`] holds every call on that credential until then; a
-//! later `429` extends a pause, never shortens it.
+//! later `429` extends a pause, never shortens it. With the budget off
+//! (`rate = 0`) nothing is paused either: the proxy behaves as before.
 //!
 //! **Seen from outside.** [`BudgetMetrics`] (waits, wait seconds,
 //! refusals by what the client got, the paused gauge) and
