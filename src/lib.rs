@@ -21,6 +21,7 @@
 //! - [`cache`]: key, policy, entries, coalescing, storage, `cache-status`.
 //! - [`body`]: the body every answer is sent with (one or two shared buffers).
 //! - [`passthrough`]: forwarding everything else under `/v1/`.
+//! - [`budget`]: the API key's budget: upstream calls paced per credential, clients taking turns.
 //! - [`upstream`]: the client pool and bounded upstream exchanges.
 //! - [`hop_by_hop`]: the headers that never cross the proxy.
 //! - [`admin`]: the operators' listener: metrics, stats, purges.
@@ -35,6 +36,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod budget;
 pub mod cache;
 pub mod certificate;
 pub mod config;

@@ -3,11 +3,13 @@
 //! [`Settings::load`] reads and validates; every error names the key at fault
 //! so an operator can fix the file without reading code.
 
+mod budget;
 mod durations;
 mod raw;
 mod shared;
 mod validate;
 
+pub use budget::BudgetSettings;
 pub use shared::SharedSettings;
 
 use std::collections::HashSet;
@@ -124,6 +126,8 @@ pub struct UpstreamSettings {
     pub api_key: Option<Secret>,
     pub max_body: u64,
     pub max_concurrency: usize,
+    /// `[upstream.budget]`: the pace of upstream calls per upstream credential.
+    pub budget: BudgetSettings,
 }
 
 /// `[cache]`: bounds and lifetimes of stored conversations.

@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 
+use super::budget::RawBudget;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawSettings {
@@ -67,6 +69,7 @@ pub(super) struct RawUpstream {
     pub api_key: Option<String>,
     pub max_body: RawSize,
     pub max_concurrency: usize,
+    pub budget: RawBudget,
 }
 
 impl Default for RawUpstream {
@@ -79,6 +82,7 @@ impl Default for RawUpstream {
             api_key: None,
             max_body: RawSize::Text("16MiB".into()),
             max_concurrency: 256,
+            budget: RawBudget::default(),
         }
     }
 }

@@ -68,6 +68,7 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
                 "upstream.max_concurrency",
                 raw.upstream.max_concurrency,
             )?,
+            budget: super::budget::settings(raw.upstream.budget)?,
         },
         cache: CacheSettings {
             max_bytes: positive_size("cache.max_bytes", &raw.cache.max_bytes)?,
