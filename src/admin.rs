@@ -9,12 +9,11 @@ use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::auth::Fingerprint;
 use crate::body::ResponseBody;
 use crate::cache::Purged;
+use crate::domain::{ConversationId, Fingerprint};
 use crate::error::ProxyError;
 use crate::handler::AppState;
-use crate::route::ConversationId;
 use crate::server::Respond;
 
 const PURGE_CONVERSATION: &str = "/admin/cache/conversations/";

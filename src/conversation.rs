@@ -17,11 +17,11 @@ use crate::cache::key::{self, CacheKey};
 use crate::cache::representation::not_modified;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::{Failure, FetchOutcome};
+use crate::domain::ConversationId;
 use crate::error::{ProxyError, UpstreamError};
 use crate::handler::AppState;
 use crate::live::Live;
 use crate::passthrough;
-use crate::route::ConversationId;
 use crate::upstream::{Upstream, UpstreamResponse};
 
 /// Answers a conversation read from the cache, or from one shared upstream fetch.

@@ -3,6 +3,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
+use crate::domain::InvalidConversationId;
 
 /// Why a request could not be answered by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +98,12 @@ pub enum ProxyError {
     /// A bug or an unexpected failure inside the proxy.
     #[error("internal error")]
     Internal,
+}
+
+impl From<InvalidConversationId> for ProxyError {
+    fn from(_: InvalidConversationId) -> Self {
+        ProxyError::InvalidConversationId
+    }
 }
 
 /// How an error is shown to the client.

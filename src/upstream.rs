@@ -21,12 +21,11 @@ use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
 use crate::body::ResponseBody;
-use crate::cache::key::Flags;
 use crate::config::UpstreamSettings;
+use crate::domain::{ConversationId, Flags};
 use crate::error::UpstreamError;
 use crate::hop_by_hop;
 use crate::metrics::Metrics;
-use crate::route::ConversationId;
 
 /// The body type of requests sent upstream.
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;

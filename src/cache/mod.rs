@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{CacheSettings, SharedSettings};
+use crate::domain::ConversationId;
 use crate::error::UpstreamError;
 use crate::metrics::Metrics;
-use crate::route::ConversationId;
 use crate::upstream::UpstreamResponse;
 use coalesce::{FlightLost, Flights, Role};
 use encoding::Encoding;

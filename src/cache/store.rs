@@ -15,8 +15,8 @@ use moka::Expiry;
 
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
+use crate::domain::ConversationId;
 use crate::metrics::EvictionCause;
-use crate::route::ConversationId;
 
 /// Entries a purge looks at between two yields to the thread's other tasks.
 const PURGE_YIELD_EVERY: usize = 1024;
@@ -273,10 +273,10 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for EntryDeadline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Partition;
-    use crate::cache::key::Flags;
     use crate::cache::policy::{EntryKind, Lifetime};
-    use crate::route::ConversationId;
+    use crate::domain::ConversationId;
+    use crate::domain::Flags;
+    use crate::domain::Partition;
     use bytes::Bytes;
     use http::HeaderMap;
 
