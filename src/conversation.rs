@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use crate::access_log::AccessRecord;
 use crate::auth::Credential;
 use crate::body::ResponseBody;
-use crate::cache::coalesce::Role;
+use crate::cache::coalescing::Role;
 use crate::cache::encoding::{negotiate, Encoding};
 use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey};

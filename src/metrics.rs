@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::cache::policy::NoStoreReason;
-use crate::cache::shared::SharedMetrics;
+use crate::cache::shared::TierMetrics;
 use crate::cache::status::CacheResult;
 use crate::cache::Usage;
 use crate::error::UpstreamError;
@@ -123,7 +123,7 @@ pub struct Metrics {
     bytes: Gauge,
     started: Instant,
     /// The shared tier's series (zero without `[shared]`).
-    pub shared: std::sync::Arc<SharedMetrics>,
+    pub shared: std::sync::Arc<TierMetrics>,
 }
 
 /// Latency buckets from 50 µs to about 13 s.
@@ -223,7 +223,7 @@ impl Metrics {
             "Bytes held, by the cache's weigher",
             self.bytes.clone(),
         );
-        self.shared = std::sync::Arc::new(SharedMetrics::register(r));
+        self.shared = std::sync::Arc::new(TierMetrics::register(r));
         self
     }
 

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use headers::{Age, HeaderMapExt};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::body::StoredBody;
 use super::encoding::Encoding;
 use super::policy::{EntryKind, Lifetime};
 use super::representation::{self, Variant};
+use super::stored_body::StoredBody;
 
 /// Upstream response headers a HIT repeats; anything else (cookies, request
 /// ids, rate-limit counters) belonged to the one exchange that fetched it.

@@ -2,16 +2,16 @@
 //!
 //! Split by topic: [`key`] (what tells answers apart), [`policy`] (pure
 //! storing rules and lifetimes), [`entry`] (what a HIT is served from) and
-//! its [`body`] (held in allocations that fit),
-//! [`coalesce`] (one fetch per key), [`status`] (how the outcome is told to
+//! its [`stored_body`] (held in allocations that fit),
+//! [`coalescing`] (the table of fetches in flight, one per key), the fetch
+//! procedure (store, stand in, drop), [`status`] (how the outcome is told to
 //! the client), the moka-backed store, the [`record`] another process can
 //! read, warm-restart [`snapshot`]s and the optional Redis [`shared`] tier.
 
-pub mod body;
-pub mod coalesce;
+pub(crate) mod coalescing;
 pub mod encoding;
 pub mod entry;
-mod flight;
+mod fetch;
 pub mod key;
 pub mod policy;
 mod precompress;
@@ -21,6 +21,7 @@ pub mod shared;
 mod snapshot;
 pub mod status;
 mod store;
+pub mod stored_body;
 
 use std::future::Future;
 use std::path::Path;
@@ -32,11 +33,11 @@ use crate::domain::ConversationId;
 use crate::error::UpstreamError;
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamResponse;
-use coalesce::{FlightLost, Flights, Role};
+use coalescing::{FetchLost, InFlight, Role};
 use encoding::Encoding;
 use entry::{CachedResponse, Freshness};
-use flight::FlightCrew;
-pub use flight::{Failure, FetchOutcome, Purpose};
+use fetch::Fetcher;
+pub use fetch::{Failure, FetchOutcome, Purpose};
 use key::CacheKey;
 use policy::StorePolicy;
 use precompress::Precompressor;
@@ -98,10 +99,10 @@ pub struct Purged {
     pub shared: Option<Result<u64, SharedError>>,
 }
 
-/// The in-memory cache and its flights; the rules come with each call.
+/// The in-memory cache and its fetches in flight; the rules come with each call.
 pub struct Cache {
-    crew: FlightCrew,
-    flights: Arc<Flights<CacheKey, FetchOutcome>>,
+    fetcher: Fetcher,
+    in_flight: Arc<InFlight<CacheKey, FetchOutcome>>,
 }
 
 impl Cache {
@@ -131,25 +132,25 @@ impl Cache {
             tokio::spawn(follow_purges(store.clone(), tier.notices()));
         }
         Cache {
-            crew: FlightCrew {
+            fetcher: Fetcher {
                 store,
                 metrics,
                 precompressor: Arc::new(Precompressor::new()),
                 shared,
             },
-            flights: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
     /// Whether a shared tier is configured and its last operation reached it.
     pub fn shared_up(&self) -> Option<bool> {
-        self.crew.shared.as_ref().map(|tier| tier.is_up())
+        self.fetcher.shared.as_ref().map(|tier| tier.is_up())
     }
 
     /// The fresh entry for `key`, if any (a stale one is not a HIT).
     pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
         let now = Instant::now();
-        self.crew
+        self.fetcher
             .store
             .get(key, now)
             .await
@@ -164,15 +165,15 @@ impl Cache {
         key: CacheKey,
         exchange: F,
         rules: &CacheRules,
-    ) -> Result<(FetchOutcome, Role), FlightLost>
+    ) -> Result<(FetchOutcome, Role), FetchLost>
     where
         F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
     {
-        let crew = self.crew.clone();
+        let fetcher = self.fetcher.clone();
         let rules = rules.clone();
-        self.flights
+        self.in_flight
             .run(key.clone(), move || {
-                crew.fly(key, Purpose::Demand, exchange, rules)
+                fetcher.run(key, Purpose::Demand, exchange, rules)
             })
             .await
     }
@@ -183,8 +184,8 @@ impl Cache {
     /// miss's path).
     pub fn precompress(&self, key: &CacheKey, entry: &Arc<CachedResponse>, rules: &CacheRules) {
         if entry.compressible() && !entry.has_variants() && !rules.encodings.is_empty() {
-            self.crew.precompressor.start(
-                &self.crew.store,
+            self.fetcher.precompressor.start(
+                &self.fetcher.store,
                 key.clone(),
                 Arc::clone(entry),
                 &rules.encodings,
@@ -198,10 +199,10 @@ impl Cache {
     where
         F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
     {
-        let crew = self.crew.clone();
+        let fetcher = self.fetcher.clone();
         let rules = rules.clone();
-        self.flights.start_if_idle(key.clone(), move || {
-            crew.fly(key, Purpose::Refresh, exchange, rules)
+        self.in_flight.start_if_idle(key.clone(), move || {
+            fetcher.run(key, Purpose::Refresh, exchange, rules)
         })
     }
 
@@ -209,8 +210,8 @@ impl Cache {
     /// credential) here and in the shared tier, and tells every replica to
     /// drop theirs.
     pub async fn purge_conversation(&self, id: &ConversationId) -> Purged {
-        let local = purge_local(&self.crew.store, Some(id)).await;
-        let shared = match &self.crew.shared {
+        let local = purge_local(&self.fetcher.store, Some(id)).await;
+        let shared = match &self.fetcher.shared {
             Some(tier) => Some(tier.purge_conversation(id).await),
             None => None,
         };
@@ -219,8 +220,8 @@ impl Cache {
 
     /// Drops every entry, here, in the shared tier and on every replica.
     pub async fn purge_all(&self) -> Purged {
-        let local = purge_local(&self.crew.store, None).await;
-        let shared = match &self.crew.shared {
+        let local = purge_local(&self.fetcher.store, None).await;
+        let shared = match &self.fetcher.shared {
             Some(tier) => Some(tier.purge_all().await),
             None => None,
         };
@@ -234,7 +235,7 @@ impl Cache {
         path: &Path,
         deadline: Instant,
     ) -> Result<u64, SnapshotError> {
-        let entries = self.crew.store.all();
+        let entries = self.fetcher.store.all();
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || snapshot::write(&path, entries.into_iter(), deadline))
             .await
@@ -257,7 +258,7 @@ impl Cache {
             let _ = std::fs::remove_file(path);
         }
         let (counts, entries) = read?;
-        let store = &self.crew.store;
+        let store = &self.fetcher.store;
         for (key, entry) in entries {
             let entry = Arc::new(entry);
             // Compressed lazily, by the first HIT that asks for a coding.
@@ -270,7 +271,7 @@ impl Cache {
 
     /// Entries and bytes held, after moka's pending housekeeping has run.
     pub async fn usage(&self) -> Usage {
-        let store = &self.crew.store;
+        let store = &self.fetcher.store;
         store.run_pending_tasks().await;
         Usage {
             entries: store.entry_count(),

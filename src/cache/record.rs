@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::body::StoredBody;
 use super::entry::CachedResponse;
 use super::key::CacheKey;
 use super::policy::{EntryKind, Lifetime};
+use super::stored_body::StoredBody;
 use crate::domain::{ConversationId, Fingerprint, Flags, Partition};
 
 /// The shape of [`Record`]; bumped whenever it changes.

@@ -16,7 +16,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisFuture, Value};
 
-use super::metrics::SharedMetrics;
+use super::tier_metrics::TierMetrics;
 use crate::config::SharedSettings;
 
 /// How long the tier is left alone after a fault before it is tried again.
@@ -60,16 +60,13 @@ pub struct Link {
     connection: Connection,
     timeout: Duration,
     health: Health,
-    metrics: Arc<SharedMetrics>,
+    metrics: Arc<TierMetrics>,
 }
 
 impl Link {
     /// Starts connecting in the background; never waits, never fails on a
     /// Redis that is down (only on a URL the client cannot use).
-    pub fn open(
-        settings: &SharedSettings,
-        metrics: Arc<SharedMetrics>,
-    ) -> redis::RedisResult<Link> {
+    pub fn open(settings: &SharedSettings, metrics: Arc<TierMetrics>) -> redis::RedisResult<Link> {
         let connection = if settings.cluster {
             let slot = Arc::new(ArcSwapOption::empty());
             let builder = ClusterClientBuilder::new(vec![settings.redis_url.as_str()])

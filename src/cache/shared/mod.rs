@@ -3,15 +3,15 @@
 //! Split by topic: [`link`] (the connection, timeouts and health),
 //! [`names`] (the key layout), [`value`] (format and sealing), [`claim`]
 //! (one fetch per key across replicas), [`purge`], [`notices`] (pub/sub
-//! between replicas) and [`metrics`]; this file reads and writes values. Every operation here answers
+//! between replicas) and [`tier_metrics`]; this file reads and writes values. Every operation here answers
 //! "nothing" rather than failing: a Redis fault is never a client's error.
 
 mod claim;
 mod link;
-mod metrics;
 mod names;
 mod notices;
 mod purge;
+mod tier_metrics;
 mod value;
 
 use std::sync::Arc;
@@ -27,10 +27,10 @@ use crate::config::SharedSettings;
 pub use claim::{Claim, ClaimGuard};
 use link::Link;
 pub use link::SharedError;
-use metrics::LookupResult;
-pub use metrics::SharedMetrics;
 use names::Names;
 pub use notices::Notice;
+use tier_metrics::LookupResult;
+pub use tier_metrics::TierMetrics;
 use value::Sealer;
 
 /// Writes a value, indexes it under its conversation and lets go of the
@@ -53,14 +53,14 @@ pub struct SharedTier {
     sealer: Sealer,
     notices: broadcast::Sender<Notice>,
     lock_ttl: Duration,
-    metrics: Arc<SharedMetrics>,
+    metrics: Arc<TierMetrics>,
 }
 
 impl SharedTier {
     /// Starts connecting and listening in the background; never waits for Redis.
     pub fn start(
         settings: &SharedSettings,
-        metrics: Arc<SharedMetrics>,
+        metrics: Arc<TierMetrics>,
     ) -> redis::RedisResult<Arc<SharedTier>> {
         let names = Names::new(&settings.key_prefix);
         let (notices, _) = broadcast::channel(1024);

@@ -6,8 +6,8 @@ use std::time::Duration;
 use http::{header, HeaderValue, StatusCode};
 
 use super::*;
-use crate::cache::body::StoredBody;
 use crate::cache::policy::{EntryKind, Lifetime};
+use crate::cache::stored_body::StoredBody;
 use crate::domain::{ConversationId, Fingerprint, Flags, Partition};
 
 fn key(id: &str, partition: Partition) -> CacheKey {

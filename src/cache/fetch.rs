@@ -1,4 +1,4 @@
-//! What one shared fetch does: re-check the store, call upstream, then store, stand in with a stale entry, or drop.
+//! The fetch procedure: re-check the store, call upstream, then store, stand in with a stale entry, or drop.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -73,7 +73,7 @@ pub enum Purpose {
 
 /// The parts of the cache a fetch works with.
 #[derive(Clone)]
-pub(super) struct FlightCrew {
+pub(super) struct Fetcher {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub precompressor: Arc<Precompressor>,
@@ -93,9 +93,9 @@ enum Consulted {
     Alone,
 }
 
-impl FlightCrew {
+impl Fetcher {
     /// Runs one fetch for `key` to its end.
-    pub async fn fly<F>(
+    pub async fn run<F>(
         self,
         key: CacheKey,
         purpose: Purpose,

@@ -93,7 +93,7 @@ impl WaitOutcome {
 
 /// The shared tier's counters, registered with the proxy's other metrics.
 #[derive(Default)]
-pub struct SharedMetrics {
+pub struct TierMetrics {
     lookups: Family<ResultLabel, Counter>,
     errors: Family<KindLabel, Counter>,
     claims: Family<ResultLabel, Counter>,
@@ -101,10 +101,10 @@ pub struct SharedMetrics {
     writes: Family<ResultLabel, Counter>,
 }
 
-impl SharedMetrics {
+impl TierMetrics {
     /// Registers every series in `registry`.
-    pub fn register(registry: &mut Registry) -> SharedMetrics {
-        let metrics = SharedMetrics::default();
+    pub fn register(registry: &mut Registry) -> TierMetrics {
+        let metrics = TierMetrics::default();
         registry.register(
             "shared_lookups",
             "Shared-tier lookups, by result (hit, miss, expired, unreadable, error)",
