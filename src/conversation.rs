@@ -16,13 +16,13 @@ use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey};
 use crate::cache::representation::not_modified;
 use crate::cache::status::{CacheResult, CacheStatus};
-use crate::cache::{Failure, FetchOutcome};
+use crate::cache::{Failure, FetchError, FetchOutcome, Fetched};
 use crate::domain::ConversationId;
-use crate::error::{ProxyError, UpstreamError};
+use crate::error::ProxyError;
 use crate::handler::AppState;
 use crate::live::Live;
 use crate::passthrough;
-use crate::upstream::{Upstream, UpstreamResponse};
+use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 
 /// Answers a conversation read from the cache, or from one shared upstream fetch.
 pub async fn serve(
@@ -62,15 +62,15 @@ pub async fn serve(
         let refreshing = rules.wants_refresh(&entry, Instant::now())
             && state.cache.refresh(
                 key.clone(),
-                fetcher(&state.upstream, &key, &credential, live),
+                upstream_fetch(&state.upstream, &key, &credential, live),
                 rules,
             );
         return Ok(hit(&entry, &client, record, refreshing));
     }
-    let exchange = fetcher(&state.upstream, &key, &credential, live);
+    let fetch = upstream_fetch(&state.upstream, &key, &credential, live);
     let (outcome, role) = state
         .cache
-        .fetch(key.clone(), exchange, rules)
+        .fetch(key.clone(), fetch, rules)
         .await
         .map_err(|_| ProxyError::Internal)?;
     if role == Role::Collapsed {
@@ -106,7 +106,7 @@ pub async fn serve(
             record.upstream = Some(response.elapsed);
             Ok(match stored {
                 Ok(entry) => client.stored_miss(&entry, &response),
-                Err(_) => response.to_response(),
+                Err(_) => as_response(&response),
             })
         }
     }
@@ -167,13 +167,9 @@ impl Client<'_> {
 
     /// The answer that was just stored: as the upstream sent it, with the
     /// entry's ETag, or a 304 when the client already holds it.
-    fn stored_miss(
-        &self,
-        entry: &CachedResponse,
-        upstream: &UpstreamResponse,
-    ) -> Response<ResponseBody> {
+    fn stored_miss(&self, entry: &CachedResponse, upstream: &Fetched) -> Response<ResponseBody> {
         let Some(etag) = entry.etag() else {
-            return upstream.to_response();
+            return as_response(upstream);
         };
         let mut response = if not_modified(self.headers, etag) {
             // A 304 stands for the stored entry: it carries its age, as on a HIT.
@@ -182,7 +178,7 @@ impl Client<'_> {
             response.headers_mut().insert(header::AGE, age);
             response
         } else {
-            let mut response = upstream.to_response();
+            let mut response = as_response(upstream);
             response.headers_mut().insert(header::ETAG, etag.clone());
             response
         };
@@ -214,13 +210,13 @@ fn not_modified_response(etag: &HeaderValue) -> Response<ResponseBody> {
 }
 
 /// The upstream call for `key` (lazy: nothing happens until it is polled),
-/// holding the credential only until it is made.
-fn fetcher(
+/// holding the credential only until it is made, in the cache's terms.
+fn upstream_fetch(
     upstream: &Arc<Upstream>,
     key: &CacheKey,
     credential: &Credential,
     live: &Live,
-) -> impl Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static {
+) -> impl Future<Output = Result<Fetched, FetchError>> + Send + 'static {
     let upstream = Arc::clone(upstream);
     let (id, flags) = (key.id.clone(), key.flags);
     let authorization = credential.upstream.clone();
@@ -229,7 +225,47 @@ fn fetcher(
         upstream
             .get_conversation(&id, flags, authorization.as_ref(), timeout)
             .await
+            .map(fetched)
+            .map_err(fetch_error)
     }
+}
+
+/// The client's answer as the cache takes it (moved, not copied).
+fn fetched(response: UpstreamResponse) -> Fetched {
+    Fetched {
+        status: response.status,
+        headers: response.headers,
+        body: response.body,
+        received_at: response.received_at,
+        received_instant: response.received_instant,
+        elapsed: response.elapsed,
+    }
+}
+
+fn fetch_error(error: UpstreamError) -> FetchError {
+    match error {
+        UpstreamError::Unavailable => FetchError::Unavailable,
+        UpstreamError::Timeout => FetchError::Timeout,
+        UpstreamError::TooLarge => FetchError::TooLarge,
+        UpstreamError::BadResponse => FetchError::BadResponse,
+    }
+}
+
+fn upstream_error(error: FetchError) -> UpstreamError {
+    match error {
+        FetchError::Unavailable => UpstreamError::Unavailable,
+        FetchError::Timeout => UpstreamError::Timeout,
+        FetchError::TooLarge => UpstreamError::TooLarge,
+        FetchError::BadResponse => UpstreamError::BadResponse,
+    }
+}
+
+/// A fetched answer as the client gets it: status, headers and body as received.
+fn as_response(fetched: &Fetched) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(fetched.body.clone()));
+    *response.status_mut() = fetched.status;
+    *response.headers_mut() = fetched.headers.clone();
+    response
 }
 
 /// A HIT, built from the entry's prebuilt parts plus `age`.
@@ -266,7 +302,7 @@ fn stale(
                     revalidated: true,
                     ..answered(status, &response)
                 });
-                Ok(response.to_response())
+                Ok(as_response(&response))
             }
         };
     }
@@ -280,10 +316,11 @@ fn stale(
 }
 
 fn failed(
-    error: UpstreamError,
+    error: FetchError,
     status: CacheStatus,
     record: &mut AccessRecord,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let error = upstream_error(error);
     record.cache = Some(CacheStatus {
         detail: Some(error.as_str()),
         ..status
@@ -292,7 +329,7 @@ fn failed(
 }
 
 /// `status` with the upstream's status noted when it is not a 200.
-fn answered(status: CacheStatus, response: &UpstreamResponse) -> CacheStatus {
+fn answered(status: CacheStatus, response: &Fetched) -> CacheStatus {
     CacheStatus {
         fwd_status: (response.status != StatusCode::OK).then_some(response.status.as_u16()),
         ..status

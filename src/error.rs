@@ -4,43 +4,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
 use crate::domain::InvalidConversationId;
-
-/// Why a request could not be answered by the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum UpstreamError {
-    /// The upstream could not be reached (connect refused, DNS, TLS).
-    #[error("upstream unreachable")]
-    Unavailable,
-    /// No whole answer arrived within `upstream.timeout`.
-    #[error("upstream timed out")]
-    Timeout,
-    /// The body was larger than `upstream.max_body`.
-    #[error("upstream response too large")]
-    TooLarge,
-    /// The answer could not be read whole (cut short, malformed head or framing).
-    #[error("upstream answered with an unreadable response")]
-    BadResponse,
-}
-
-impl UpstreamError {
-    /// Every kind, for metrics.
-    pub const ALL: [UpstreamError; 4] = [
-        UpstreamError::Unavailable,
-        UpstreamError::Timeout,
-        UpstreamError::TooLarge,
-        UpstreamError::BadResponse,
-    ];
-
-    /// The short name used in logs and, later, metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamError::Unavailable => "unavailable",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::TooLarge => "too_large",
-            UpstreamError::BadResponse => "bad_response",
-        }
-    }
-}
+use crate::upstream::UpstreamError;
 
 /// Why a client's request could not be read: the client's fault, a 4xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -17,8 +17,8 @@ use crate::cache::policy::NoStoreReason;
 use crate::cache::shared::TierMetrics;
 use crate::cache::status::CacheResult;
 use crate::cache::Usage;
-use crate::error::UpstreamError;
 use crate::route::RouteKind;
+use crate::upstream::UpstreamError;
 
 /// The `cache` label of a request: what the cache did, or `none`.
 const CACHE_LABELS: [&str; 5] = ["hit", "miss", "bypass", "stale", "none"];

@@ -8,6 +8,7 @@
 //! the client), the moka-backed store, the [`record`] another process can
 //! read, warm-restart [`snapshot`]s and the optional Redis [`shared`] tier.
 
+mod clock;
 pub(crate) mod coalescing;
 pub mod encoding;
 pub mod entry;
@@ -30,14 +31,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::{CacheSettings, SharedSettings};
 use crate::domain::ConversationId;
-use crate::error::UpstreamError;
 use crate::metrics::Metrics;
-use crate::upstream::UpstreamResponse;
+use clock::Clock;
 use coalescing::{FetchLost, InFlight, Role};
 use encoding::Encoding;
 use entry::{CachedResponse, Freshness};
 use fetch::Fetcher;
-pub use fetch::{Failure, FetchOutcome, Purpose};
+pub use fetch::{Failure, FetchError, FetchOutcome, Fetched, Purpose};
 use key::CacheKey;
 use policy::StorePolicy;
 use precompress::Precompressor;
@@ -137,6 +137,7 @@ impl Cache {
                 metrics,
                 precompressor: Arc::new(Precompressor::new()),
                 shared,
+                clock: Clock::default(),
             },
             in_flight: Arc::default(),
         }
@@ -149,7 +150,7 @@ impl Cache {
 
     /// The fresh entry for `key`, if any (a stale one is not a HIT).
     pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
-        let now = Instant::now();
+        let now = self.fetcher.clock.now();
         self.fetcher
             .store
             .get(key, now)
@@ -163,17 +164,17 @@ impl Cache {
     pub async fn fetch<F>(
         &self,
         key: CacheKey,
-        exchange: F,
+        fetch: F,
         rules: &CacheRules,
     ) -> Result<(FetchOutcome, Role), FetchLost>
     where
-        F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
+        F: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
         let fetcher = self.fetcher.clone();
         let rules = rules.clone();
         self.in_flight
             .run(key.clone(), move || {
-                fetcher.run(key, Purpose::Demand, exchange, rules)
+                fetcher.run(key, Purpose::Demand, fetch, rules)
             })
             .await
     }
@@ -195,14 +196,14 @@ impl Cache {
 
     /// Starts a background refresh of `key` unless a fetch for it is running;
     /// true when one started.
-    pub fn refresh<F>(&self, key: CacheKey, exchange: F, rules: &CacheRules) -> bool
+    pub fn refresh<F>(&self, key: CacheKey, fetch: F, rules: &CacheRules) -> bool
     where
-        F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
+        F: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
         let fetcher = self.fetcher.clone();
         let rules = rules.clone();
         self.in_flight.start_if_idle(key.clone(), move || {
-            fetcher.run(key, Purpose::Refresh, exchange, rules)
+            fetcher.run(key, Purpose::Refresh, fetch, rules)
         })
     }
 

@@ -882,7 +882,7 @@ fn exported_series() -> (BTreeSet<String>, String) {
     use ayra_cache::metrics::{EvictionCause, Metrics};
     let metrics = Metrics::new();
     metrics.upstream(Duration::ZERO, Ok(()));
-    for error in ayra_cache::error::UpstreamError::ALL {
+    for error in ayra_cache::upstream::UpstreamError::ALL {
         metrics.upstream(Duration::ZERO, Err(error));
     }
     metrics.store_decision(None);
