@@ -37,17 +37,24 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state the settings describe: an empty cache and an idle client pool.
+    /// The state the settings describe: an empty cache and an idle client
+    /// pool. Spawns the cache's background work on the caller's runtime
+    /// (the control runtime: see `server::App::build`), the one place it is
+    /// spawned, until a composition root takes that over.
     pub fn new(settings: &Settings) -> AppState {
         let metrics = Arc::new(Metrics::new());
+        let (cache, tasks) = Cache::new(
+            &settings.cache,
+            settings.shared.as_ref(),
+            Arc::clone(&metrics),
+        );
+        for (_name, task) in tasks {
+            tokio::spawn(task);
+        }
         AppState {
             live: live::hold(settings),
             upstream: Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics))),
-            cache: Cache::new(
-                &settings.cache,
-                settings.shared.as_ref(),
-                Arc::clone(&metrics),
-            ),
+            cache,
             metrics,
             request_body: BodyLimits::from(&settings.server),
         }

@@ -23,6 +23,7 @@ mod snapshot;
 pub mod status;
 mod store;
 pub mod stored_body;
+mod tasks;
 
 use std::future::Future;
 use std::path::Path;
@@ -44,6 +45,7 @@ use precompress::Precompressor;
 use shared::{Notice, SharedError, SharedTier};
 pub use snapshot::SnapshotError;
 use store::{PurgeScope, Store};
+pub use tasks::{BackgroundTask, CacheTasks};
 
 /// How much the cache holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,19 +109,22 @@ pub struct Cache {
 
 impl Cache {
     /// An empty cache with the configured bounds and rules, counting into
-    /// `metrics`, behind which the `shared` tier is consulted when set.
+    /// `metrics`, behind which the `shared` tier is consulted when set; and
+    /// the background work it needs, which the caller spawns (see
+    /// [`CacheTasks`]): nothing is spawned here.
     pub fn new(
         settings: &CacheSettings,
         shared: Option<&SharedSettings>,
         metrics: Arc<Metrics>,
-    ) -> Cache {
+    ) -> (Cache, CacheTasks) {
+        let mut tasks = CacheTasks::default();
         let on_evict = {
             let metrics = Arc::clone(&metrics);
             move |cause| metrics.eviction(cause)
         };
         let store = Store::new(settings.max_bytes, lifetime_cap(settings), on_evict);
         let shared = shared.and_then(|settings| {
-            SharedTier::start(settings, Arc::clone(&metrics.shared))
+            SharedTier::start(settings, Arc::clone(&metrics.shared), &mut tasks)
                 .inspect_err(|_| {
                     tracing::error!(
                         target: "ayra_cache::shared",
@@ -129,9 +134,13 @@ impl Cache {
                 .ok()
         });
         if let Some(tier) = &shared {
-            tokio::spawn(follow_purges(store.clone(), tier.notices()));
+            // Subscribed now, so no purge published from here on is missed.
+            tasks.add(
+                "follow purges",
+                follow_purges(store.clone(), tier.notices()),
+            );
         }
-        Cache {
+        let cache = Cache {
             fetcher: Fetcher {
                 store,
                 metrics,
@@ -140,7 +149,8 @@ impl Cache {
                 clock: Clock::default(),
             },
             in_flight: Arc::default(),
-        }
+        };
+        (cache, tasks)
     }
 
     /// Whether a shared tier is configured and its last operation reached it.
@@ -311,6 +321,54 @@ async fn follow_purges(store: Store, mut notices: tokio::sync::broadcast::Receiv
             // nothing else; a purge lost that way is the gap the README names.
             Ok(Notice::Stored(_) | Notice::Released(_)) | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_settings() -> CacheSettings {
+        CacheSettings {
+            max_bytes: 1 << 20,
+            max_ttl: Duration::from_secs(60),
+            expiry_margin: Duration::from_secs(1),
+            statuses: vec!["completed".into()],
+            stale_if_error: Duration::ZERO,
+            refresh_ahead: 0.0,
+            in_progress_ttl: Duration::ZERO,
+            not_found_ttl: Duration::ZERO,
+            snapshot_path: None,
+            compression: Vec::new(),
+        }
+    }
+
+    /// No runtime here: `tokio::spawn` would panic.
+    #[test]
+    fn the_constructor_spawns_nothing_and_hands_its_background_work_over() {
+        let metrics = Arc::new(Metrics::new());
+        let (_alone, tasks) = Cache::new(&cache_settings(), None, Arc::clone(&metrics));
+        assert!(tasks.names().is_empty());
+        for cluster in [false, true] {
+            let shared = SharedSettings {
+                redis_url: "redis://127.0.0.1:1/0".into(),
+                cluster,
+                key_prefix: "t:".into(),
+                timeout: Duration::from_millis(100),
+                lock_ttl: Duration::from_secs(1),
+                encryption_key: None,
+            };
+            let (cache, tasks) = Cache::new(&cache_settings(), Some(&shared), Arc::clone(&metrics));
+            assert_eq!(
+                tasks.names(),
+                [
+                    "shared-tier connection",
+                    "shared-tier notices",
+                    "follow purges"
+                ]
+            );
+            assert_eq!(cache.shared_up(), Some(true), "not yet known down");
         }
     }
 }

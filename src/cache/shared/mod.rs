@@ -23,6 +23,7 @@ use tokio::sync::broadcast;
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use super::record::{self, Clocks, Record};
+use super::tasks::CacheTasks;
 use crate::config::SharedSettings;
 pub use claim::{Claim, ClaimGuard};
 use link::Link;
@@ -57,21 +58,26 @@ pub struct SharedTier {
 }
 
 impl SharedTier {
-    /// Starts connecting and listening in the background; never waits for Redis.
+    /// The tier, and in `tasks` the work that connects it and listens for
+    /// notices; never waits for Redis.
     pub fn start(
         settings: &SharedSettings,
         metrics: Arc<TierMetrics>,
+        tasks: &mut CacheTasks,
     ) -> redis::RedisResult<Arc<SharedTier>> {
         let names = Names::new(&settings.key_prefix);
         let (notices, _) = broadcast::channel(1024);
-        tokio::spawn(notices::listen(
+        let listening = notices::listen(
             redis::Client::open(settings.redis_url.as_str())?,
             names.channel(),
             settings.timeout,
             notices.clone(),
-        ));
+        );
+        let (link, connecting) = Link::open(settings, Arc::clone(&metrics))?;
+        tasks.add_boxed("shared-tier connection", connecting);
+        tasks.add("shared-tier notices", listening);
         Ok(Arc::new(SharedTier {
-            link: Link::open(settings, Arc::clone(&metrics))?,
+            link,
             names,
             sealer: Sealer::new(settings.encryption_key),
             notices,
