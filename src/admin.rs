@@ -67,7 +67,8 @@ async fn route(
     match path {
         "/metrics" => {
             only(method, &Method::GET)?;
-            let text = state.app.metrics.encode(state.app.cache.usage().await);
+            let usage = state.app.cache.usage().await;
+            let text = state.app.metrics.encode(usage.entries, usage.bytes);
             Ok(body(text, OPENMETRICS))
         }
         "/healthz" => {

@@ -15,9 +15,9 @@ use crate::config::Settings;
 use crate::domain::ConversationId;
 use crate::error::ProxyError;
 use crate::live::{self, LiveSettings};
-use crate::metrics::Metrics;
+use crate::metrics::{CacheLabel, Metrics, RouteLabel};
 use crate::passthrough::BodyLimits;
-use crate::route::{self, Route};
+use crate::route::{self, Route, RouteKind};
 use crate::server::Respond;
 use crate::upstream::Upstream;
 use crate::{conversation, passthrough};
@@ -85,12 +85,33 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
     let latency = started.elapsed();
     record.emit(response.status(), latency);
     state.metrics.request(
-        record.route,
-        record.cache.map(|status| status.result),
+        route_label(record.route),
+        cache_label(record.cache.map(|status| status.result)),
         response.status().as_u16(),
         latency,
     );
     response
+}
+
+/// The `route` label of a request.
+fn route_label(route: RouteKind) -> RouteLabel {
+    match route {
+        RouteKind::Conversation => RouteLabel::Conversation,
+        RouteKind::PassThrough => RouteLabel::PassThrough,
+        RouteKind::Health => RouteLabel::Health,
+        RouteKind::Other => RouteLabel::Other,
+    }
+}
+
+/// The `cache` label of a request.
+fn cache_label(cache: Option<CacheResult>) -> CacheLabel {
+    match cache {
+        Some(CacheResult::Hit) => CacheLabel::Hit,
+        Some(CacheResult::Miss) => CacheLabel::Miss,
+        Some(CacheResult::Bypass) => CacheLabel::Bypass,
+        Some(CacheResult::Stale) => CacheLabel::Stale,
+        None => CacheLabel::None,
+    }
 }
 
 /// Sends the request down its route.

@@ -32,21 +32,13 @@ impl Route<'_> {
 /// A route without its data: the `route` label of logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteKind {
-    Conversation = 0,
-    PassThrough = 1,
-    Health = 2,
-    Other = 3,
+    Conversation,
+    PassThrough,
+    Health,
+    Other,
 }
 
 impl RouteKind {
-    /// Every kind, in label order.
-    pub const ALL: [RouteKind; 4] = [
-        RouteKind::Conversation,
-        RouteKind::PassThrough,
-        RouteKind::Health,
-        RouteKind::Other,
-    ];
-
     /// The low-cardinality name.
     pub fn as_str(self) -> &'static str {
         match self {

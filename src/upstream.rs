@@ -24,7 +24,7 @@ use crate::body::ResponseBody;
 use crate::config::UpstreamSettings;
 use crate::domain::{ConversationId, Flags};
 use crate::hop_by_hop;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpstreamFault};
 
 /// Why a request could not be answered by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +52,15 @@ impl UpstreamError {
         UpstreamError::BadResponse,
     ];
 
-    /// The short name used in logs and, later, metric labels.
+    /// How its series label it.
+    pub fn fault(self) -> UpstreamFault {
+        UpstreamFault {
+            kind: self.as_str(),
+            timed_out: self == UpstreamError::Timeout,
+        }
+    }
+
+    /// The short name used in logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamError::Unavailable => "unavailable",
@@ -230,8 +238,8 @@ impl Upstream {
             .await
             .unwrap_or(Err(UpstreamError::Timeout));
         let elapsed = started.elapsed();
-        self.metrics
-            .upstream(elapsed, result.as_ref().map(|_| ()).map_err(|e| *e));
+        let fault = result.as_ref().err().map(|error| error.fault());
+        self.metrics.upstream(elapsed, fault);
         let (status, headers, body) = result?;
         Ok(UpstreamResponse {
             status,

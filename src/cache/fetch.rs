@@ -17,9 +17,9 @@ use super::key::CacheKey;
 use super::policy::{Answer, EntryKind, NoStoreReason};
 use super::precompress::Precompressor;
 use super::shared::{Claim, ClaimGuard, SharedTier};
-use super::store::{Epoch, Inserted, PurgeScope, Store};
+use super::store::{Epoch, EvictionCause, Inserted, PurgeScope, Store};
 use super::CacheRules;
-use crate::metrics::{EvictionCause, Metrics};
+use crate::metrics::Metrics;
 
 /// A whole answer a fetch got, as the cache takes it.
 #[derive(Debug, Clone)]
@@ -103,6 +103,27 @@ pub enum Purpose {
     Refresh,
 }
 
+/// How a background refresh ended: the `result` label of its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshResult {
+    /// Its answer replaced the entry.
+    Stored,
+    /// Its answer was not storable: the entry lives out its times.
+    NotStored,
+    /// The upstream failed.
+    Failed,
+}
+
+impl RefreshResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefreshResult::Stored => "stored",
+            RefreshResult::NotStored => "not_stored",
+            RefreshResult::Failed => "error",
+        }
+    }
+}
+
 /// The parts of the cache a fetch works with.
 #[derive(Clone)]
 pub(super) struct Fetcher {
@@ -173,7 +194,7 @@ impl Fetcher {
             Ok(response) => response,
             Err(error) => {
                 if purpose == Purpose::Refresh {
-                    self.metrics.refresh_failed();
+                    self.metrics.refresh(RefreshResult::Failed.as_str());
                 }
                 return FetchOutcome::Failed(error);
             }
@@ -187,7 +208,11 @@ impl Fetcher {
             .store_if_allowed(key, &response, purpose, epoch, &rules, claim)
             .await;
         if purpose == Purpose::Refresh {
-            self.metrics.refresh(stored.is_ok());
+            let result = match stored {
+                Ok(_) => RefreshResult::Stored,
+                Err(_) => RefreshResult::NotStored,
+            };
+            self.metrics.refresh(result.as_str());
         }
         FetchOutcome::Answered {
             response: Arc::new(response),
@@ -251,7 +276,7 @@ impl Fetcher {
             .await;
         match inserted {
             Inserted::Refused => return Consulted::Alone,
-            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced),
+            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced.as_str()),
             Inserted::New => {}
         }
         // Compressed lazily, by the first HIT that asks for a coding.
@@ -299,7 +324,7 @@ impl Fetcher {
         let lifetime = match decision {
             Ok(lifetime) => lifetime,
             Err(reason) => {
-                self.metrics.store_decision(Some(reason));
+                self.metrics.store_refused(reason.as_str());
                 return Err(reason);
             }
         };
@@ -316,13 +341,14 @@ impl Fetcher {
             .await;
         match inserted {
             Inserted::Refused => {
-                self.metrics.store_decision(Some(NoStoreReason::Superseded));
+                self.metrics
+                    .store_refused(NoStoreReason::Superseded.as_str());
                 return Err(NoStoreReason::Superseded);
             }
-            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced),
+            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced.as_str()),
             Inserted::New => {}
         }
-        self.metrics.store_decision(None);
+        self.metrics.stored();
         if let Some(shared) = &self.shared {
             shared.put(key, Arc::clone(&entry), claim.map(|claim| *claim));
         }

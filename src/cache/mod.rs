@@ -42,9 +42,9 @@ pub use fetch::{Failure, FetchError, FetchOutcome, Fetched, Purpose};
 use key::CacheKey;
 use policy::StorePolicy;
 use precompress::Precompressor;
-use shared::{Notice, SharedError, SharedTier};
+use shared::{Notice, SharedError, SharedTier, TierMetrics};
 pub use snapshot::SnapshotError;
-use store::{PurgeScope, Store};
+use store::{EvictionCause, PurgeScope, Store};
 pub use tasks::{BackgroundTask, CacheTasks};
 
 /// How much the cache holds.
@@ -120,11 +120,13 @@ impl Cache {
         let mut tasks = CacheTasks::default();
         let on_evict = {
             let metrics = Arc::clone(&metrics);
-            move |cause| metrics.eviction(cause)
+            move |cause: EvictionCause| metrics.eviction(cause.as_str())
         };
+        // Registered with or without a tier, so the series are always there.
+        let tier_metrics = Arc::new(TierMetrics::register(&metrics));
         let store = Store::new(settings.max_bytes, lifetime_cap(settings), on_evict);
         let shared = shared.and_then(|settings| {
-            SharedTier::start(settings, Arc::clone(&metrics.shared), &mut tasks)
+            SharedTier::start(settings, Arc::clone(&tier_metrics), &mut tasks)
                 .inspect_err(|_| {
                     tracing::error!(
                         target: "ayra_cache::shared",

@@ -16,10 +16,34 @@ use moka::Expiry;
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use crate::domain::ConversationId;
-use crate::metrics::EvictionCause;
 
 /// Entries a purge looks at between two yields to the thread's other tasks.
 const PURGE_YIELD_EVERY: usize = 1024;
+
+/// Why an entry left the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictionCause {
+    /// Its lifetime ended.
+    Lifetime,
+    /// The byte bound needed the room.
+    Size,
+    /// An operator purged it.
+    Purge,
+    /// A newer answer took its place.
+    Replaced,
+}
+
+impl EvictionCause {
+    /// The `cause` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictionCause::Lifetime => "lifetime",
+            EvictionCause::Size => "size",
+            EvictionCause::Purge => "purge",
+            EvictionCause::Replaced => "replaced",
+        }
+    }
+}
 
 /// What [`Store::insert_unless_superseded`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

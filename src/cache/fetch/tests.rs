@@ -127,10 +127,7 @@ async fn run(
 }
 
 fn metrics_text(fetcher: &Fetcher) -> String {
-    fetcher.metrics.encode(crate::cache::Usage {
-        entries: 0,
-        bytes: 0,
-    })
+    fetcher.metrics.encode(0, 0)
 }
 
 #[tokio::test]
