@@ -7,7 +7,7 @@ use std::time::Instant;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::access_log::AccessRecord;
+use crate::access_log::Outcome;
 use crate::auth::Credential;
 use crate::body::ResponseBody;
 use crate::cache::coalescing::Role;
@@ -24,23 +24,24 @@ use crate::live::Live;
 use crate::passthrough;
 use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 
-/// Answers a conversation read from the cache, or from one shared upstream fetch.
+/// Answers a conversation read from the cache, or from one shared upstream
+/// fetch; returns the answer with what the cache and the upstream did.
 pub async fn serve(
     state: &AppState,
     live: &Live,
     request: Request<Incoming>,
     id: ConversationId,
     credential: Credential,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Outcome {
     let flags = match key::read_flags(request.uri().query()) {
         Ok(flags) => flags,
         Err(reason) => {
-            record.cache = Some(CacheStatus {
+            let bypass = CacheStatus {
                 detail: Some(reason.as_str()),
                 ..CacheStatus::new(CacheResult::Bypass)
-            });
-            return passthrough::forward(state, live, request, &credential, record).await;
+            };
+            let forwarded = passthrough::forward(state, live, request, &credential).await;
+            return forwarded.with_cache(bypass);
         }
     };
     // The body of a read is never used; the headers pick the representation.
@@ -65,14 +66,12 @@ pub async fn serve(
                 upstream_fetch(&state.upstream, &key, &credential, live),
                 rules,
             );
-        return Ok(hit(&entry, &client, record, refreshing));
+        return hit(&entry, &client, refreshing);
     }
     let fetch = upstream_fetch(&state.upstream, &key, &credential, live);
-    let (outcome, role) = state
-        .cache
-        .fetch(key.clone(), fetch, rules)
-        .await
-        .map_err(|_| ProxyError::Internal)?;
+    let Ok((outcome, role)) = state.cache.fetch(key.clone(), fetch, rules).await else {
+        return Outcome::failed(ProxyError::Internal);
+    };
     if role == Role::Collapsed {
         state.metrics.coalesced_waiter();
     }
@@ -80,34 +79,43 @@ pub async fn serve(
         collapsed: role == Role::Collapsed,
         ..CacheStatus::new(CacheResult::Miss)
     };
+    fetched_outcome(outcome, &client, status)
+}
+
+/// What a request that waited for a fetch gets from its outcome.
+fn fetched_outcome(outcome: FetchOutcome, client: &Client<'_>, status: CacheStatus) -> Outcome {
     match outcome {
-        FetchOutcome::Cached(entry) => Ok(hit(&entry, &client, record, false)),
+        FetchOutcome::Cached(entry) => hit(&entry, client, false),
         FetchOutcome::Shared(entry) => {
-            let response = hit(&entry, &client, record, false);
-            if let Some(status) = record.cache.as_mut() {
-                status.detail = Some("shared");
-                status.collapsed = role == Role::Collapsed;
-            }
-            Ok(response)
+            let shared = hit(&entry, client, false);
+            let cache = shared.cache.map(|hit| CacheStatus {
+                detail: Some("shared"),
+                collapsed: status.collapsed,
+                ..hit
+            });
+            Outcome { cache, ..shared }
         }
-        FetchOutcome::Stale { entry, failure } => stale(&entry, &client, failure, status, record),
-        FetchOutcome::Failed(error) => failed(error, status, record),
+        FetchOutcome::Stale { entry, failure } => stale(&entry, client, failure, status),
+        FetchOutcome::Failed(error) => failed(error, status),
         FetchOutcome::Answered {
             response,
             stored,
             revalidated,
         } => {
-            record.cache = Some(CacheStatus {
+            let cache = CacheStatus {
                 stored: stored.is_ok(),
                 detail: stored.as_ref().err().map(|reason| reason.as_str()),
                 revalidated,
                 ..answered(status, &response)
-            });
-            record.upstream = Some(response.elapsed);
-            Ok(match stored {
+            };
+            let answer = match stored {
                 Ok(entry) => client.stored_miss(&entry, &response),
                 Err(_) => as_response(&response),
-            })
+            };
+            Outcome {
+                upstream: Some(response.elapsed),
+                ..Outcome::answered(answer).with_cache(cache)
+            }
         }
     }
 }
@@ -269,19 +277,14 @@ fn as_response(fetched: &Fetched) -> Response<ResponseBody> {
 }
 
 /// A HIT, built from the entry's prebuilt parts plus `age`.
-fn hit(
-    entry: &CachedResponse,
-    client: &Client<'_>,
-    record: &mut AccessRecord,
-    refreshing: bool,
-) -> Response<ResponseBody> {
+fn hit(entry: &CachedResponse, client: &Client<'_>, refreshing: bool) -> Outcome {
     let now = Instant::now();
-    record.cache = Some(CacheStatus {
+    let status = CacheStatus {
         ttl: Some(entry.time_to_live(now).as_secs()),
         refreshing,
         ..CacheStatus::new(CacheResult::Hit)
-    });
-    client.response(entry, now)
+    };
+    Outcome::answered(client.response(entry, now)).with_cache(status)
 }
 
 /// A stale entry standing in for a failing upstream, unless it died meanwhile.
@@ -290,42 +293,38 @@ fn stale(
     client: &Client<'_>,
     failure: Failure,
     status: CacheStatus,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Outcome {
     let now = Instant::now();
     let fwd_status = failure.status().map(|status| status.as_u16());
     if entry.freshness(now) == Freshness::Dead {
         return match failure {
-            Failure::Error(error) => failed(error, status, record),
+            Failure::Error(error) => failed(error, status),
             Failure::Answered(response) => {
-                record.cache = Some(CacheStatus {
+                let passed_on = CacheStatus {
                     revalidated: true,
                     ..answered(status, &response)
-                });
-                Ok(as_response(&response))
+                };
+                Outcome::answered(as_response(&response)).with_cache(passed_on)
             }
         };
     }
-    record.cache = Some(CacheStatus {
+    let standing_in = CacheStatus {
         result: CacheResult::Stale,
         fwd_status,
         detail: Some("stale-if-error"),
         ..status
-    });
-    Ok(client.response(entry, now))
+    };
+    Outcome::answered(client.response(entry, now)).with_cache(standing_in)
 }
 
-fn failed(
-    error: FetchError,
-    status: CacheStatus,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
+/// The upstream's fault as the client's error, with what the cache did.
+fn failed(error: FetchError, status: CacheStatus) -> Outcome {
     let error = upstream_error(error);
-    record.cache = Some(CacheStatus {
+    let status = CacheStatus {
         detail: Some(error.as_str()),
         ..status
-    });
-    Err(error.into())
+    };
+    Outcome::failed(error.into()).with_cache(status)
 }
 
 /// `status` with the upstream's status noted when it is not a 200.
