@@ -13,6 +13,7 @@ pub(crate) mod coalescing;
 pub mod encoding;
 pub mod entry;
 mod fetch;
+mod id_index;
 pub mod key;
 pub mod policy;
 mod precompress;

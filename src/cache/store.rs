@@ -1,8 +1,9 @@
-//! Storage: a moka cache bounded by bytes, each entry expiring at its own deadline.
+//! Storage: a moka cache bounded by bytes, each entry expiring at its own deadline, with an index of each conversation's keys.
 //!
 //! moka evicts an entry at its `usable_until`; reads check the entry's own
 //! instants as well, so nothing is served past its deadline even before
-//! moka's housekeeping has run.
+//! moka's housekeeping has run. Purging a conversation visits only its own
+//! keys, listed in the [`IdIndex`] beside the entries.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +15,11 @@ use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
 use super::entry::{CachedResponse, Freshness};
+use super::id_index::IdIndex;
 use super::key::CacheKey;
 use crate::domain::ConversationId;
 
-/// Entries a purge looks at between two yields to the thread's other tasks.
+/// Entries a purge of everything looks at between two yields to the thread's other tasks.
 const PURGE_YIELD_EVERY: usize = 1024;
 
 /// Why an entry left the cache.
@@ -63,6 +65,8 @@ pub struct Store {
     /// Purge epochs: a fetch that began before a purge of its conversation
     /// must not store its answer after it.
     epochs: Arc<Epochs>,
+    /// Each conversation's keys, kept with every insert and eviction.
+    index: Arc<IdIndex>,
 }
 
 /// The purge epoch of one conversation, as a fetch saw it when it began.
@@ -131,12 +135,15 @@ impl Store {
         max_ttl: Duration,
         on_evict: impl Fn(EvictionCause) + Send + Sync + 'static,
     ) -> Store {
+        let index = Arc::new(IdIndex::default());
+        let listed = Arc::clone(&index);
         let entries = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &CacheKey, entry: &Arc<CachedResponse>| entry.weight())
             .expire_after(EntryDeadline)
             .time_to_live(max_ttl)
-            .eviction_listener(move |_key, _entry, cause| {
+            .eviction_listener(move |key, entry, cause| {
+                listed.left(&key, &entry);
                 if let Some(cause) = eviction_cause(cause) {
                     on_evict(cause);
                 }
@@ -145,6 +152,7 @@ impl Store {
         Store {
             entries,
             epochs: Arc::default(),
+            index,
         }
     }
 
@@ -170,16 +178,17 @@ impl Store {
         entry: Arc<CachedResponse>,
         epoch: Epoch,
     ) -> Inserted {
-        let id = key.id.clone();
         let result = self
             .entries
-            .entry(key)
+            .entry(key.clone())
             .and_compute_with(|current| {
                 let newer_held =
                     current.is_some_and(|held| held.value().received_at() > entry.received_at());
-                let op = if newer_held || self.epoch(&id) != epoch {
+                let op = if newer_held || self.epoch(&key.id) != epoch {
                     Op::Nop
                 } else {
+                    // Listed before it is held: an eviction never precedes it.
+                    self.index.held(&key, &entry);
                     Op::Put(entry)
                 };
                 std::future::ready(op)
@@ -201,10 +210,15 @@ impl Store {
         upgraded: Arc<CachedResponse>,
     ) {
         self.entries
-            .entry(key)
+            .entry(key.clone())
             .and_compute_with(|held| {
                 let same = held.is_some_and(|held| Arc::ptr_eq(held.value(), current));
-                std::future::ready(if same { Op::Put(upgraded) } else { Op::Nop })
+                std::future::ready(if same {
+                    self.index.held(&key, &upgraded);
+                    Op::Put(upgraded)
+                } else {
+                    Op::Nop
+                })
             })
             .await;
     }
@@ -223,12 +237,32 @@ impl Store {
     }
 
     /// Drops every entry within `scope` that `drop` picks; returns how many.
+    /// Within one conversation only its own keys are looked at.
     pub async fn purge_where(
         &self,
         scope: PurgeScope<'_>,
         drop: impl Fn(&CacheKey) -> bool,
     ) -> u64 {
         self.epochs.bump(scope);
+        match scope {
+            PurgeScope::Conversation(id) => self.purge_listed(id, drop).await,
+            PurgeScope::All => self.purge_walking(drop).await,
+        }
+    }
+
+    /// Drops the keys of conversation `id` that `drop` picks.
+    async fn purge_listed(&self, id: &ConversationId, drop: impl Fn(&CacheKey) -> bool) -> u64 {
+        let mut purged = 0;
+        for key in self.index.keys_of(id) {
+            if drop(&key) && self.entries.remove(&key).await.is_some() {
+                purged += 1;
+            }
+        }
+        purged
+    }
+
+    /// Walks every entry, dropping those `drop` picks.
+    async fn purge_walking(&self, drop: impl Fn(&CacheKey) -> bool) -> u64 {
         let mut purged = 0;
         for (seen, (key, _)) in self.entries.iter().enumerate() {
             if drop(&key) && self.entries.remove(&*key).await.is_some() {
@@ -296,13 +330,14 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for EntryDeadline {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::cache::policy::{EntryKind, Lifetime};
-    use crate::domain::ConversationId;
-    use crate::domain::Flags;
-    use crate::domain::Partition;
+    use std::sync::atomic::AtomicUsize;
+
     use bytes::Bytes;
     use http::HeaderMap;
+
+    use super::*;
+    use crate::cache::policy::{EntryKind, Lifetime};
+    use crate::domain::{Flags, Partition};
 
     fn key(id: &str) -> CacheKey {
         CacheKey {
@@ -466,5 +501,103 @@ mod tests {
             store.weighted_size()
         );
         assert!(store.entry_count() < 100);
+    }
+
+    async fn hold(store: &Store, key: CacheKey, entry: Arc<CachedResponse>) -> Inserted {
+        let epoch = store.epoch(&key.id);
+        store.insert_unless_superseded(key, entry, epoch).await
+    }
+
+    fn variant(id: &str, partition: Partition, transcript: bool) -> CacheKey {
+        CacheKey {
+            partition,
+            flags: Flags {
+                transcript,
+                ..Flags::default()
+            },
+            ..key(id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_purge_of_one_conversation_among_100_000_visits_only_its_own() {
+        let store = Store::new(1 << 32, Duration::from_secs(3600), |_| {});
+        let t0 = Instant::now();
+        for n in 0..100_000 {
+            hold(
+                &store,
+                key(&format!("c{n}")),
+                entry(1, t0, Duration::from_secs(60)),
+            )
+            .await;
+        }
+        let own = [
+            variant("target", Partition::Anonymous, true),
+            variant("target", Partition::Anonymous, false),
+            variant("target", Partition::Shared, true),
+        ];
+        for key in &own {
+            hold(&store, key.clone(), entry(1, t0, Duration::from_secs(60))).await;
+        }
+        let visited = AtomicUsize::new(0);
+        let target = own[0].id.clone();
+        let purged = store
+            .purge_where(PurgeScope::Conversation(&target), |_| {
+                visited.fetch_add(1, Ordering::Relaxed);
+                true
+            })
+            .await;
+        assert_eq!(purged, 3);
+        assert_eq!(visited.load(Ordering::Relaxed), 3, "only its own entries");
+        for key in &own {
+            assert!(store.get(key, t0).await.is_none());
+        }
+        store.run_pending_tasks().await;
+        assert_eq!(store.index.len(), 100_000);
+        assert_eq!(store.entry_count(), 100_000);
+    }
+
+    #[tokio::test]
+    async fn the_index_follows_inserts_replacements_removals_and_moka_evictions() {
+        let store = Store::new(100_000, Duration::from_secs(3600), |_| {});
+        let t0 = Instant::now();
+        let a = key("a");
+        hold(&store, a.clone(), entry(10, t0, Duration::from_secs(60))).await;
+        let later = t0 + Duration::from_secs(1);
+        let replaced = hold(&store, a.clone(), entry(10, later, Duration::from_secs(60))).await;
+        assert_eq!(replaced, Inserted::Replaced);
+        store.run_pending_tasks().await;
+        assert_eq!(
+            store.index.keys_of(&a.id),
+            std::slice::from_ref(&a),
+            "kept when replaced"
+        );
+        let current = store.get(&a, t0).await.unwrap();
+        let upgraded = Arc::new(current.with_variants(Vec::new()));
+        store.upgrade(a.clone(), &current, upgraded).await;
+        store.run_pending_tasks().await;
+        assert_eq!(
+            store.index.keys_of(&a.id),
+            std::slice::from_ref(&a),
+            "kept when upgraded"
+        );
+        store.remove(&a).await;
+        store.run_pending_tasks().await;
+        assert!(
+            store.index.keys_of(&a.id).is_empty(),
+            "forgotten when removed"
+        );
+        // Far more than the byte bound holds: moka evicts by size.
+        for n in 0..100 {
+            hold(
+                &store,
+                key(&format!("c{n}")),
+                entry(10_000, t0, Duration::from_secs(60)),
+            )
+            .await;
+        }
+        store.run_pending_tasks().await;
+        assert!(store.entry_count() < 100);
+        assert_eq!(store.index.len() as u64, store.entry_count());
     }
 }
