@@ -19,18 +19,18 @@ static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// upstream did for it. Routes return it; `handler::handle` turns it into
 /// headers, the access event and the request metrics, once.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The response, or the error the proxy answers with.
-    pub answer: Result<Response<ResponseBody>, ProxyError>,
+    pub(crate) answer: Result<Response<ResponseBody>, ProxyError>,
     /// What the cache did, when the request reached it.
-    pub cache: Option<CacheStatus>,
+    pub(crate) cache: Option<CacheStatus>,
     /// Time spent on the upstream exchange this request waited for.
-    pub upstream: Option<Duration>,
+    pub(crate) upstream: Option<Duration>,
 }
 
 impl Outcome {
     /// A response, before the cache or the upstream had a say.
-    pub fn answered(response: Response<ResponseBody>) -> Outcome {
+    pub(crate) fn answered(response: Response<ResponseBody>) -> Outcome {
         Outcome {
             answer: Ok(response),
             cache: None,
@@ -39,7 +39,7 @@ impl Outcome {
     }
 
     /// An error, before the cache or the upstream had a say.
-    pub fn failed(error: ProxyError) -> Outcome {
+    pub(crate) fn failed(error: ProxyError) -> Outcome {
         Outcome {
             answer: Err(error),
             cache: None,
@@ -48,7 +48,7 @@ impl Outcome {
     }
 
     /// This outcome, with what the cache did.
-    pub fn with_cache(self, status: CacheStatus) -> Outcome {
+    pub(crate) fn with_cache(self, status: CacheStatus) -> Outcome {
         Outcome {
             cache: Some(status),
             ..self
@@ -58,20 +58,20 @@ impl Outcome {
 
 /// What is logged of a request once it is answered.
 #[derive(Debug, Clone, Copy)]
-pub struct Answered {
+pub(crate) struct Answered {
     /// The kind of route taken.
-    pub route: RouteKind,
-    pub status: StatusCode,
-    pub cache: Option<CacheStatus>,
-    pub upstream: Option<Duration>,
+    pub(crate) route: RouteKind,
+    pub(crate) status: StatusCode,
+    pub(crate) cache: Option<CacheStatus>,
+    pub(crate) upstream: Option<Duration>,
     /// The error code answered, if the proxy answered with an error.
-    pub error: Option<&'static str>,
-    pub latency: Duration,
+    pub(crate) error: Option<&'static str>,
+    pub(crate) latency: Duration,
 }
 
 /// Who asked what: the part of the access event known when a request arrives.
 #[derive(Debug)]
-pub struct AccessRecord {
+pub(crate) struct AccessRecord {
     request_id: HeaderValue,
     method: http::Method,
     /// The request target, shared with the request (no copy); only its path is logged.
@@ -80,7 +80,7 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     /// Starts the record of a request. Its path is logged, never the query or headers.
-    pub fn start<B>(request: &Request<B>) -> AccessRecord {
+    pub(crate) fn start<B>(request: &Request<B>) -> AccessRecord {
         AccessRecord {
             request_id: request_id(),
             method: request.method().clone(),
@@ -89,7 +89,11 @@ impl AccessRecord {
     }
 
     /// Adds `x-request-id`, and `x-cache` and `cache-status` when the cache had a say.
-    pub fn decorate(&self, response: &mut Response<ResponseBody>, cache: Option<&CacheStatus>) {
+    pub(crate) fn decorate(
+        &self,
+        response: &mut Response<ResponseBody>,
+        cache: Option<&CacheStatus>,
+    ) {
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
         if let Some(status) = cache {
@@ -102,7 +106,7 @@ impl AccessRecord {
     }
 
     /// Emits the access event.
-    pub fn emit(&self, answered: &Answered) {
+    pub(crate) fn emit(&self, answered: &Answered) {
         let cache = answered.cache;
         tracing::info!(
             target: "ayra_cache::access",

@@ -26,7 +26,7 @@ use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 
 /// Answers a conversation read from the cache, or from one shared upstream
 /// fetch; returns the answer with what the cache and the upstream did.
-pub async fn serve(
+pub(crate) async fn serve(
     state: &AppState,
     live: &Live,
     request: Request<Incoming>,

@@ -217,7 +217,7 @@ impl ProxyError {
 }
 
 /// A response in the API's error shape.
-pub fn error_response(
+pub(crate) fn error_response(
     status: StatusCode,
     kind: &str,
     code: &str,

@@ -19,7 +19,7 @@ use prometheus_client::registry::{Metric, Registry};
 
 /// The `route` label of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteLabel {
+pub(crate) enum RouteLabel {
     Conversation = 0,
     PassThrough = 1,
     Health = 2,
@@ -47,7 +47,7 @@ impl RouteLabel {
 
 /// The `cache` label of a request: what the cache did, or `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheLabel {
+pub(crate) enum CacheLabel {
     Hit = 0,
     Miss = 1,
     Bypass = 2,
@@ -262,7 +262,13 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, route: RouteLabel, cache: CacheLabel, status: u16, latency: Duration) {
+    pub(crate) fn request(
+        &self,
+        route: RouteLabel,
+        cache: CacheLabel,
+        status: u16,
+        latency: Duration,
+    ) {
         let class = usize::from(status.clamp(200, 599) / 100 - 2);
         self.requests[route as usize][cache as usize][class].inc();
         self.request_duration[cache as usize].observe(latency.as_secs_f64());

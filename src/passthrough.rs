@@ -44,7 +44,7 @@ impl From<&ServerSettings> for BodyLimits {
 
 /// Forwards `request` and answers with whatever the upstream said, and how
 /// long it took. Never cached.
-pub async fn forward(
+pub(crate) async fn forward(
     state: &AppState,
     live: &Live,
     request: Request<Incoming>,

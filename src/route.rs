@@ -19,7 +19,7 @@ pub enum Route<'a> {
 
 impl Route<'_> {
     /// The kind of route, for logs and metrics.
-    pub fn kind(&self) -> RouteKind {
+    pub(crate) fn kind(&self) -> RouteKind {
         match self {
             Route::Health => RouteKind::Health,
             Route::Conversation(_) => RouteKind::Conversation,
@@ -31,7 +31,7 @@ impl Route<'_> {
 
 /// A route without its data: the `route` label of logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
+pub(crate) enum RouteKind {
     Conversation,
     PassThrough,
     Health,
@@ -40,7 +40,7 @@ pub enum RouteKind {
 
 impl RouteKind {
     /// The low-cardinality name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RouteKind::Conversation => "conversation",
             RouteKind::PassThrough => "passthrough",

@@ -72,30 +72,30 @@ impl UpstreamError {
 }
 
 /// The body type of requests sent upstream.
-pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+pub(crate) type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
 /// The `user-agent` the proxy sends on the cached route.
 const USER_AGENT: &str = concat!("ayra-cache/", env!("CARGO_PKG_VERSION"));
 
 /// A whole upstream answer, read under the limits.
 #[derive(Debug, Clone)]
-pub struct UpstreamResponse {
-    pub status: StatusCode,
+pub(crate) struct UpstreamResponse {
+    pub(crate) status: StatusCode,
     /// The upstream's headers, hop-by-hop ones removed.
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
     /// Local wall-clock time the answer was read whole.
-    pub received_at: SystemTime,
+    pub(crate) received_at: SystemTime,
     /// The same moment on the monotonic clock.
-    pub received_instant: Instant,
+    pub(crate) received_instant: Instant,
     /// Time the exchange took, waiting for a slot included.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 impl UpstreamResponse {
     /// The answer as the client gets it: status, headers (hop-by-hop ones
     /// already gone) and body, as received.
-    pub fn to_response(&self) -> Response<ResponseBody> {
+    pub(crate) fn to_response(&self) -> Response<ResponseBody> {
         let mut response = Response::new(ResponseBody::from(self.body.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers.clone();
@@ -122,7 +122,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client for the configured upstream.
-    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Upstream {
+    pub(crate) fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Upstream {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
@@ -154,14 +154,14 @@ impl Upstream {
     }
 
     /// The configured base URL, without a trailing `/`.
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         &self.base_url
     }
 
     /// `GET {base_url}/v1/conversations/{id}` with every flag written out,
     /// the credential, and the proxy's own `accept` and `user-agent`: nothing
     /// of the client's request travels but what is passed here.
-    pub async fn get_conversation(
+    pub(crate) async fn get_conversation(
         &self,
         id: &ConversationId,
         flags: Flags,
@@ -193,7 +193,7 @@ impl Upstream {
 
     /// Sends a request and reads the whole answer, under every bound;
     /// `timeout` covers all of it. Sent once: its body cannot be replayed.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: Request<UpstreamBody>,
         timeout: Duration,

@@ -18,10 +18,10 @@ pub mod key;
 pub mod policy;
 mod precompress;
 mod record;
-pub mod representation;
-pub mod shared;
+pub(crate) mod representation;
+pub(crate) mod shared;
 mod snapshot;
-pub mod status;
+pub(crate) mod status;
 mod store;
 pub mod stored_body;
 mod tasks;
@@ -113,7 +113,7 @@ impl Cache {
     /// `metrics`, behind which the `shared` tier is consulted when set; and
     /// the background work it needs, which the caller spawns (see
     /// [`CacheTasks`]): nothing is spawned here.
-    pub fn new(
+    pub(crate) fn new(
         settings: &CacheSettings,
         shared: Option<&SharedSettings>,
         metrics: Arc<Metrics>,
@@ -157,12 +157,12 @@ impl Cache {
     }
 
     /// Whether a shared tier is configured and its last operation reached it.
-    pub fn shared_up(&self) -> Option<bool> {
+    pub(crate) fn shared_up(&self) -> Option<bool> {
         self.fetcher.shared.as_ref().map(|tier| tier.is_up())
     }
 
     /// The fresh entry for `key`, if any (a stale one is not a HIT).
-    pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+    pub(crate) async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
         let now = self.fetcher.clock.now();
         self.fetcher
             .store
@@ -174,7 +174,7 @@ impl Cache {
     /// Runs `fetch` once for all concurrent callers with this key, in its own
     /// task: stores the answer when the policy allows, or lets a stale entry
     /// stand in when the upstream fails.
-    pub async fn fetch<F>(
+    pub(crate) async fn fetch<F>(
         &self,
         key: CacheKey,
         fetch: F,
@@ -196,7 +196,12 @@ impl Cache {
     /// not yet and a compression slot is free; called for HITs whose client
     /// accepts an offered coding (entries are compressed lazily, never on a
     /// miss's path).
-    pub fn precompress(&self, key: &CacheKey, entry: &Arc<CachedResponse>, rules: &CacheRules) {
+    pub(crate) fn precompress(
+        &self,
+        key: &CacheKey,
+        entry: &Arc<CachedResponse>,
+        rules: &CacheRules,
+    ) {
         if entry.compressible() && !entry.has_variants() && !rules.encodings.is_empty() {
             self.fetcher.precompressor.start(
                 &self.fetcher.store,
@@ -209,7 +214,7 @@ impl Cache {
 
     /// Starts a background refresh of `key` unless a fetch for it is running;
     /// true when one started.
-    pub fn refresh<F>(&self, key: CacheKey, fetch: F, rules: &CacheRules) -> bool
+    pub(crate) fn refresh<F>(&self, key: CacheKey, fetch: F, rules: &CacheRules) -> bool
     where
         F: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
@@ -223,7 +228,7 @@ impl Cache {
     /// Drops every entry of conversation `id` (every flag variant, every
     /// credential) here and in the shared tier, and tells every replica to
     /// drop theirs.
-    pub async fn purge_conversation(&self, id: &ConversationId) -> Purged {
+    pub(crate) async fn purge_conversation(&self, id: &ConversationId) -> Purged {
         let local = purge_local(&self.fetcher.store, Some(id)).await;
         let shared = match &self.fetcher.shared {
             Some(tier) => Some(tier.purge_conversation(id).await),
@@ -233,7 +238,7 @@ impl Cache {
     }
 
     /// Drops every entry, here, in the shared tier and on every replica.
-    pub async fn purge_all(&self) -> Purged {
+    pub(crate) async fn purge_all(&self) -> Purged {
         let local = purge_local(&self.fetcher.store, None).await;
         let shared = match &self.fetcher.shared {
             Some(tier) => Some(tier.purge_all().await),
@@ -244,7 +249,7 @@ impl Cache {
 
     /// Writes every usable entry to `path`, giving up at `deadline`; returns
     /// how many were written.
-    pub async fn save_snapshot(
+    pub(crate) async fn save_snapshot(
         &self,
         path: &Path,
         deadline: Instant,
@@ -259,7 +264,7 @@ impl Cache {
     /// Loads the snapshot at `path` and removes the file (a snapshot is used
     /// once). Returns (loaded, skipped as expired). On any error nothing is
     /// loaded.
-    pub async fn load_snapshot(&self, path: &Path) -> Result<(u64, u64), SnapshotError> {
+    pub(crate) async fn load_snapshot(&self, path: &Path) -> Result<(u64, u64), SnapshotError> {
         let owned = path.to_owned();
         let read = tokio::task::spawn_blocking(move || {
             let mut entries = Vec::new();
@@ -284,7 +289,7 @@ impl Cache {
     }
 
     /// Entries and bytes held, after moka's pending housekeeping has run.
-    pub async fn usage(&self) -> Usage {
+    pub(crate) async fn usage(&self) -> Usage {
         let store = &self.fetcher.store;
         store.run_pending_tasks().await;
         Usage {
