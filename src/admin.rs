@@ -9,15 +9,14 @@ use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::auth::Fingerprint;
 use crate::body::ResponseBody;
 use crate::cache::Cache;
 use crate::cache::Purged;
+use crate::domain::{ConversationId, Fingerprint};
 use crate::error::ProxyError;
 use crate::handler::refused_head;
 use crate::live::LiveSettings;
 use crate::metrics::Metrics;
-use crate::route::ConversationId;
 use crate::server::{HeadRefusal, Respond};
 
 const PURGE_CONVERSATION: &str = "/admin/cache/conversations/";
@@ -82,7 +81,8 @@ async fn route(
     match path {
         "/metrics" => {
             only(method, &Method::GET)?;
-            let text = state.metrics.encode(state.cache.usage().await);
+            let usage = state.cache.usage().await;
+            let text = state.metrics.encode(usage.entries, usage.bytes);
             Ok(body(text, OPENMETRICS))
         }
         "/healthz" => {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminState;
-use crate::cache::{Cache, SnapshotError};
+use crate::cache::{Cache, CacheTasks, SnapshotError};
 use crate::config::Settings;
 use crate::handler::AppState;
 use crate::live;
@@ -42,6 +42,8 @@ pub struct App {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
     state: Arc<AppState>,
+    /// Spawned by [`App::run`], on the runtime that runs it.
+    cache_tasks: CacheTasks,
     tls: Option<Arc<CertResolver>>,
     settings: Settings,
 }
@@ -50,7 +52,8 @@ impl App {
     /// Builds the shared state, warms the cache, and binds `server.listen`
     /// (and `server.admin_listen`).
     pub async fn build(settings: Settings) -> io::Result<App> {
-        let state = Arc::new(state(&settings));
+        let (state, cache_tasks) = state(&settings);
+        let state = Arc::new(state);
         // Warm before listening: once the port answers, the cache is loaded.
         if let Some(path) = &settings.cache.snapshot_path {
             warm_start(&state.cache, path).await;
@@ -69,6 +72,7 @@ impl App {
             listener,
             admin_listener,
             state,
+            cache_tasks,
             tls,
             settings,
         })
@@ -103,6 +107,7 @@ impl App {
             listener,
             admin_listener,
             state,
+            cache_tasks,
             tls,
             settings,
         } = self;
@@ -125,7 +130,7 @@ impl App {
             );
             transport.serve(admin_listener, Arc::new(admin), ADMIN_MAX_CONNECTIONS, None);
         }
-        let tasks = BackgroundTasks::start(&settings, &state);
+        let tasks = BackgroundTasks::start(&settings, &state, cache_tasks);
 
         shutdown.await;
         let deadline = Instant::now() + server.shutdown_grace;
@@ -141,55 +146,66 @@ impl App {
     }
 }
 
-/// The state the settings describe: an empty cache and an idle client pool.
-fn state(settings: &Settings) -> AppState {
+/// The state the settings describe (an empty cache and an idle client
+/// pool), and the cache's background work, not yet spawned.
+fn state(settings: &Settings) -> (AppState, CacheTasks) {
     let metrics = Arc::new(Metrics::new());
-    AppState {
+    let (cache, cache_tasks) = Cache::new(
+        &settings.cache,
+        settings.shared.as_ref(),
+        Arc::clone(&metrics),
+    );
+    let state = AppState {
         live: Arc::new(live::hold(settings)),
         upstream: Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics))),
-        cache: Arc::new(Cache::new(
-            &settings.cache,
-            settings.shared.as_ref(),
-            Arc::clone(&metrics),
-        )),
+        cache: Arc::new(cache),
         metrics,
         request_body: BodyLimits::from(&settings.server),
-    }
+    };
+    (state, cache_tasks)
 }
 
 /// The tasks that run beside the listeners, on the runtime that runs
-/// [`App::run`]; dropping this stops them (as tokio's mini-redis does with
-/// its `DbDropGuard`).
+/// [`App::run`] (the control runtime, never a worker's): the cache's own work
+/// and the summary. Dropping this aborts them (as tokio's mini-redis does
+/// with its `DbDropGuard`), so none outlives the proxy.
 struct BackgroundTasks {
     stop: watch::Sender<bool>,
-    running: Vec<JoinHandle<()>>,
+    running: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl BackgroundTasks {
-    fn start(settings: &Settings, state: &AppState) -> BackgroundTasks {
+    fn start(settings: &Settings, state: &AppState, cache_tasks: CacheTasks) -> BackgroundTasks {
         let (stop, stopped) = watch::channel(false);
-        let mut running = Vec::new();
+        let mut running: Vec<_> = cache_tasks
+            .into_iter()
+            .map(|(name, task)| (name, tokio::spawn(task)))
+            .collect();
         if let Some(interval) = settings.log.summary_interval {
             let (metrics, cache) = (Arc::clone(&state.metrics), Arc::clone(&state.cache));
-            running.push(tokio::spawn(summary::run(
-                metrics, cache, interval, stopped,
-            )));
+            let summary = tokio::spawn(summary::run(metrics, cache, interval, stopped));
+            running.push(("summary", summary));
         }
         BackgroundTasks { stop, running }
     }
 
-    /// Asks every task to stop and waits until they have.
+    /// Stops every task and waits until each has ended.
     async fn stop(mut self) {
         let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.running) {
-            let _ = task.await;
+        for (name, task) in std::mem::take(&mut self.running) {
+            task.abort();
+            if let Err(error) = task.await {
+                if error.is_panic() {
+                    tracing::error!(task = name, "background task panicked");
+                }
+            }
         }
     }
 }
 
 impl Drop for BackgroundTasks {
     fn drop(&mut self) {
-        for task in &self.running {
+        for (_, task) in &self.running {
             task.abort();
         }
     }

@@ -14,7 +14,8 @@
 //! - [`access_log`]: the one access event per request.
 //! - [`server`]: the transport: listeners, worker threads, connection limits and timeouts, drain.
 //! - [`handler`]: `handle` (log once, errors to responses) around `route`.
-//! - [`route`]: which route a path takes; the conversation id check.
+//! - [`route`]: which route a path takes.
+//! - [`domain`]: the conversation id, include flags and cache partition every layer may use.
 //! - [`live`]: the settings a reload can change, read once per request.
 //! - [`auth`]: the request's credential and cache partition.
 //! - [`conversation`]: the cached route: key, lookup, shared fetch, response.
@@ -41,6 +42,7 @@ pub mod cache;
 pub mod certificate;
 pub mod config;
 pub mod conversation;
+pub mod domain;
 pub mod error;
 pub mod handler;
 pub mod hop_by_hop;

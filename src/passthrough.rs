@@ -11,18 +11,18 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, Response};
+use http::{header, Request};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
-use crate::access_log::AccessRecord;
+use crate::access_log::Outcome;
 use crate::auth::Credential;
-use crate::body::ResponseBody;
 use crate::config::ServerSettings;
 use crate::error::{ClientError, ProxyError};
 use crate::handler::AppState;
 use crate::hop_by_hop;
 use crate::live::Live;
+use crate::upstream::UpstreamResponse;
 
 /// The bounds on reading a forwarded request's body.
 #[derive(Debug, Clone, Copy)]
@@ -42,14 +42,30 @@ impl From<&ServerSettings> for BodyLimits {
     }
 }
 
-/// Forwards `request` and answers with whatever the upstream said. Never cached.
-pub async fn forward(
+/// Forwards `request` and answers with whatever the upstream said, and how
+/// long it took. Never cached.
+pub(crate) async fn forward(
     state: &AppState,
     live: &Live,
     request: Request<Incoming>,
     credential: &Credential,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Outcome {
+    match exchange(state, live, request, credential).await {
+        Ok(response) => Outcome {
+            upstream: Some(response.elapsed),
+            ..Outcome::answered(response.to_response())
+        },
+        Err(error) => Outcome::failed(error),
+    }
+}
+
+/// The upstream's whole answer to the forwarded request.
+async fn exchange(
+    state: &AppState,
+    live: &Live,
+    request: Request<Incoming>,
+    credential: &Credential,
+) -> Result<UpstreamResponse, ProxyError> {
     let (mut parts, body) = request.into_parts();
     let body = read_body(body, state.request_body).await?;
     let path_and_query = parts
@@ -71,9 +87,7 @@ pub async fn forward(
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri.parse().map_err(|_| ProxyError::InvalidPath)?;
     *outgoing.headers_mut() = parts.headers;
-    let response = state.upstream.send(outgoing, live.upstream_timeout).await?;
-    record.upstream = Some(response.elapsed);
-    Ok(response.to_response())
+    Ok(state.upstream.send(outgoing, live.upstream_timeout).await?)
 }
 
 /// The whole request body, or the client's fault: too large (a declared

@@ -11,7 +11,8 @@
 mod common;
 
 use ayra_cache::error::ProxyError;
-use ayra_cache::route::{check_forwardable, classify, ConversationId, Route};
+use ayra_cache::domain::ConversationId;
+use ayra_cache::route::{check_forwardable, classify, Route};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -31,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(error) => {
             assert!(!well_formed, "refused {text:?}");
-            assert_eq!(error, ProxyError::InvalidConversationId);
+            assert_eq!(ProxyError::from(error), ProxyError::InvalidConversationId);
         }
     }
 

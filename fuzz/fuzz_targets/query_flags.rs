@@ -11,7 +11,8 @@
 
 mod common;
 
-use ayra_cache::cache::key::{read_flags, BypassReason, Flags};
+use ayra_cache::cache::key::{read_flags, BypassReason};
+use ayra_cache::domain::Flags;
 use libfuzzer_sys::fuzz_target;
 
 fn expected(query: &str) -> Result<Flags, BypassReason> {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Serialize, Serializer};
 
-use crate::auth::Fingerprint;
 use crate::config::BudgetSettings;
+use crate::domain::Fingerprint;
 
 use super::decision::{Admission, ExhaustedOutcome, RefreshAdmission};
 use super::metrics::BudgetMetrics;

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::auth::Fingerprint;
+use crate::domain::Fingerprint;
 
 /// Whose turn a waiting call takes: the client, by its own token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

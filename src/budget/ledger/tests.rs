@@ -1,7 +1,7 @@
 //! Unit tests of one budget's ledger: the fast path, queueing, turns, withdrawal, refreshes, pauses; clock passed in.
 
 use super::*;
-use crate::auth::Fingerprint;
+use crate::domain::Fingerprint;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use super::*;
-use crate::auth::Fingerprint;
 use crate::budget::RefusalReason;
+use crate::domain::Fingerprint;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

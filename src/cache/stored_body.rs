@@ -47,12 +47,12 @@ impl StoredBody {
     }
 
     /// Its parts in order, for reading it through without joining them.
-    pub fn parts(&self) -> [&[u8]; 2] {
+    pub(crate) fn parts(&self) -> [&[u8]; 2] {
         [&self.head, &self.tail]
     }
 
     /// The body in one piece (a copy).
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
         [&self.head[..], &self.tail[..]].concat()
     }
 

@@ -1,4 +1,4 @@
-//! Single flight per key: one fetch runs in its own task and every concurrent caller shares its outcome.
+//! Coalescing: one fetch per key runs in its own task and every concurrent caller shares its outcome.
 //!
 //! The fetch is spawned, so it runs to its end even when the caller that
 //! started it hangs up; whatever it yields (a stored answer, a 404, an error)
@@ -21,24 +21,24 @@ pub enum Role {
 
 /// The fetch task ended without an outcome (it panicked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlightLost;
+pub struct FetchLost;
 
 type Slot<T> = watch::Receiver<Option<T>>;
 
 /// The fetches in flight, by key.
-pub struct Flights<K, T> {
+pub struct InFlight<K, T> {
     running: Mutex<HashMap<K, Slot<T>>>,
 }
 
-impl<K, T> Default for Flights<K, T> {
+impl<K, T> Default for InFlight<K, T> {
     fn default() -> Self {
-        Flights {
+        InFlight {
             running: Mutex::new(HashMap::new()),
         }
     }
 }
 
-impl<K, T> Flights<K, T>
+impl<K, T> InFlight<K, T>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
@@ -48,7 +48,7 @@ where
         self: &Arc<Self>,
         key: K,
         fetch: impl FnOnce() -> F,
-    ) -> Result<(T, Role), FlightLost>
+    ) -> Result<(T, Role), FetchLost>
     where
         F: Future<Output = T> + Send + 'static,
     {
@@ -56,9 +56,9 @@ where
         let outcome = slot
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| FlightLost)?
+            .map_err(|_| FetchLost)?
             .clone()
-            .ok_or(FlightLost)?;
+            .ok_or(FetchLost)?;
         Ok((outcome, role))
     }
 
@@ -69,11 +69,6 @@ where
         F: Future<Output = T> + Send + 'static,
     {
         self.join_or_start(key, fetch).1 == Role::Leader
-    }
-
-    /// Number of fetches running (for tests and stats).
-    pub fn in_flight(&self) -> usize {
-        self.lock().len()
     }
 
     fn join_or_start<F>(self: &Arc<Self>, key: K, fetch: impl FnOnce() -> F) -> (Slot<T>, Role)
@@ -87,14 +82,14 @@ where
         let (sender, slot) = watch::channel(None);
         running.insert(key.clone(), slot.clone());
         drop(running);
-        let landing = Landing {
-            flights: Arc::clone(self),
+        let deregistration = Deregistration {
+            in_flight: Arc::clone(self),
             key,
         };
         let fetch = fetch();
         tokio::spawn(async move {
             let outcome = fetch.await;
-            drop(landing);
+            drop(deregistration);
             // Nobody may be waiting any more; that is fine.
             let _ = sender.send(Some(outcome));
         });
@@ -107,16 +102,16 @@ where
     }
 }
 
-/// Removes a flight from the map when its task ends, normally or by panic.
-struct Landing<K: Eq + Hash, T> {
-    flights: Arc<Flights<K, T>>,
+/// Removes a fetch from the table when its task ends, normally or by panic.
+struct Deregistration<K: Eq + Hash, T> {
+    in_flight: Arc<InFlight<K, T>>,
     key: K,
 }
 
-impl<K: Eq + Hash, T> Drop for Landing<K, T> {
+impl<K: Eq + Hash, T> Drop for Deregistration<K, T> {
     fn drop(&mut self) {
         let mut running = self
-            .flights
+            .in_flight
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -132,14 +127,14 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_callers_share_one_fetch() {
-        let flights: Arc<Flights<&str, u32>> = Arc::default();
+        let in_flight: Arc<InFlight<&str, u32>> = Arc::default();
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..50 {
-            let flights = flights.clone();
+            let in_flight = in_flight.clone();
             let calls = calls.clone();
             tasks.push(tokio::spawn(async move {
-                flights
+                in_flight
                     .run("k", || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,17 +151,22 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(leaders, 1);
-        assert_eq!(flights.in_flight(), 0);
+        let next = in_flight.run("k", || async { 8 }).await;
+        assert_eq!(
+            next,
+            Ok((8, Role::Leader)),
+            "the ended fetch left the table"
+        );
     }
 
     #[tokio::test]
     async fn the_fetch_outlives_a_leader_that_hangs_up() {
-        let flights: Arc<Flights<&str, u32>> = Arc::default();
+        let in_flight: Arc<InFlight<&str, u32>> = Arc::default();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let leader = {
-            let flights = flights.clone();
+            let in_flight = in_flight.clone();
             tokio::spawn(async move {
-                flights
+                in_flight
                     .run("k", || async move {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         let _ = done_tx.send(());
@@ -177,8 +177,8 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         let follower = {
-            let flights = flights.clone();
-            tokio::spawn(async move { flights.run("k", || async { 2 }).await })
+            let in_flight = in_flight.clone();
+            tokio::spawn(async move { in_flight.run("k", || async { 2 }).await })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         leader.abort();
@@ -189,17 +189,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_fetch_frees_its_key() {
-        let flights: Arc<Flights<&str, u32>> = Arc::default();
-        let lost = flights.run("k", || async { panic!("boom") }).await;
-        assert_eq!(lost, Err(FlightLost));
-        assert_eq!(flights.in_flight(), 0);
-        let again = flights.run("k", || async { 3 }).await;
+        let in_flight: Arc<InFlight<&str, u32>> = Arc::default();
+        let lost = in_flight.run("k", || async { panic!("boom") }).await;
+        assert_eq!(lost, Err(FetchLost));
+        let again = in_flight.run("k", || async { 3 }).await;
         assert_eq!(again, Ok((3, Role::Leader)));
     }
 
     #[tokio::test]
     async fn a_background_fetch_starts_once_and_can_be_joined() {
-        let flights: Arc<Flights<&str, u32>> = Arc::default();
+        let in_flight: Arc<InFlight<&str, u32>> = Arc::default();
         let calls = Arc::new(AtomicUsize::new(0));
         let fetch = |calls: Arc<AtomicUsize>| {
             move || async move {
@@ -208,19 +207,19 @@ mod tests {
                 5
             }
         };
-        assert!(flights.start_if_idle("k", fetch(calls.clone())));
-        assert!(!flights.start_if_idle("k", fetch(calls.clone())));
-        let joined = flights.run("k", fetch(calls.clone())).await;
+        assert!(in_flight.start_if_idle("k", fetch(calls.clone())));
+        assert!(!in_flight.start_if_idle("k", fetch(calls.clone())));
+        let joined = in_flight.run("k", fetch(calls.clone())).await;
         assert_eq!(joined, Ok((5, Role::Collapsed)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn different_keys_fetch_separately() {
-        let flights: Arc<Flights<&str, u32>> = Arc::default();
+        let in_flight: Arc<InFlight<&str, u32>> = Arc::default();
         let (a, b) = tokio::join!(
-            flights.run("a", || async { 1 }),
-            flights.run("b", || async { 2 })
+            in_flight.run("a", || async { 1 }),
+            in_flight.run("b", || async { 2 })
         );
         assert_eq!(a, Ok((1, Role::Leader)));
         assert_eq!(b, Ok((2, Role::Leader)));

@@ -3,9 +3,9 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 
 use super::link::SharedError;
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -93,7 +93,7 @@ impl WaitOutcome {
 
 /// The shared tier's counters, registered with the proxy's other metrics.
 #[derive(Default)]
-pub struct SharedMetrics {
+pub struct TierMetrics {
     lookups: Family<ResultLabel, Counter>,
     errors: Family<KindLabel, Counter>,
     claims: Family<ResultLabel, Counter>,
@@ -101,31 +101,31 @@ pub struct SharedMetrics {
     writes: Family<ResultLabel, Counter>,
 }
 
-impl SharedMetrics {
-    /// Registers every series in `registry`.
-    pub fn register(registry: &mut Registry) -> SharedMetrics {
-        let metrics = SharedMetrics::default();
-        registry.register(
+impl TierMetrics {
+    /// Registers every series with the proxy's metrics.
+    pub fn register(into: &Metrics) -> TierMetrics {
+        let metrics = TierMetrics::default();
+        into.register(
             "shared_lookups",
             "Shared-tier lookups, by result (hit, miss, expired, unreadable, error)",
             metrics.lookups.clone(),
         );
-        registry.register(
+        into.register(
             "shared_errors",
             "Shared-tier operations without an answer, by kind",
             metrics.errors.clone(),
         );
-        registry.register(
+        into.register(
             "shared_claims",
             "Claims on a key's fetch, by result (held, taken, error)",
             metrics.claims.clone(),
         );
-        registry.register(
+        into.register(
             "shared_claim_waits",
             "Waits for another replica's fetch, by outcome (value, released, timeout, error)",
             metrics.claim_waits.clone(),
         );
-        registry.register(
+        into.register(
             "shared_writes",
             "Values written to the shared tier, by result (ok, error)",
             metrics.writes.clone(),

@@ -1,21 +1,53 @@
-//! What one shared fetch does: re-check the store, call upstream, then store, stand in with a stale entry, or drop.
+//! The fetch procedure: re-check the store, call upstream, then store, stand in with a stale entry, or drop.
+//!
+//! The cache owns this boundary: it takes a fetch (any future yielding a
+//! [`Fetched`] answer or a [`FetchError`]) and knows nothing of the client
+//! that makes it; the cached route adapts the client's types to these.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
 
+use super::clock::Clock;
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use super::policy::{Answer, EntryKind, NoStoreReason};
 use super::precompress::Precompressor;
 use super::shared::{Claim, ClaimGuard, SharedTier};
-use super::store::{Epoch, Inserted, PurgeScope, Store};
+use super::store::{Epoch, EvictionCause, Inserted, PurgeScope, Store};
 use super::CacheRules;
-use crate::error::UpstreamError;
-use crate::metrics::{EvictionCause, Metrics};
-use crate::upstream::UpstreamResponse;
+use crate::metrics::Metrics;
+
+/// A whole answer a fetch got, as the cache takes it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub status: StatusCode,
+    /// The answer's headers, hop-by-hop ones already removed.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Local wall-clock time the answer was read whole.
+    pub received_at: SystemTime,
+    /// The same moment on the monotonic clock.
+    pub received_instant: Instant,
+    /// Time the exchange took (passed back untouched, for the access log).
+    pub elapsed: Duration,
+}
+
+/// Why a fetch got no whole answer; the cache passes it back untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchError {
+    /// The origin could not be reached.
+    Unavailable,
+    /// No whole answer arrived in time.
+    Timeout,
+    /// The answer was larger than allowed.
+    TooLarge,
+    /// The answer could not be read whole.
+    BadResponse,
+}
 
 /// What one shared fetch produced, handed to every request that joined it.
 #[derive(Debug, Clone)]
@@ -27,7 +59,7 @@ pub enum FetchOutcome {
     Shared(Arc<CachedResponse>),
     /// The upstream answered, whatever the status.
     Answered {
-        response: Arc<UpstreamResponse>,
+        response: Arc<Fetched>,
         /// The stored entry, or why nothing was stored.
         stored: Result<Arc<CachedResponse>, NoStoreReason>,
         /// A stale entry was held and this answer revalidated it (`fwd=stale`).
@@ -40,16 +72,16 @@ pub enum FetchOutcome {
         failure: Failure,
     },
     /// The exchange failed and nothing could stand in.
-    Failed(UpstreamError),
+    Failed(FetchError),
 }
 
 /// How the upstream failed a revalidation.
 #[derive(Debug, Clone)]
 pub enum Failure {
     /// It answered 5xx or 429.
-    Answered(Arc<UpstreamResponse>),
+    Answered(Arc<Fetched>),
     /// It could not be reached or read.
-    Error(UpstreamError),
+    Error(FetchError),
 }
 
 impl Failure {
@@ -71,14 +103,37 @@ pub enum Purpose {
     Refresh,
 }
 
+/// How a background refresh ended: the `result` label of its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshResult {
+    /// Its answer replaced the entry.
+    Stored,
+    /// Its answer was not storable: the entry lives out its times.
+    NotStored,
+    /// The upstream failed.
+    Failed,
+}
+
+impl RefreshResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefreshResult::Stored => "stored",
+            RefreshResult::NotStored => "not_stored",
+            RefreshResult::Failed => "error",
+        }
+    }
+}
+
 /// The parts of the cache a fetch works with.
 #[derive(Clone)]
-pub(super) struct FlightCrew {
+pub(super) struct Fetcher {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub precompressor: Arc<Precompressor>,
     /// The Redis tier replicas share; none: this proxy caches alone.
     pub shared: Option<Arc<SharedTier>>,
+    /// What "now" is for every freshness decision of a fetch.
+    pub clock: Clock,
 }
 
 /// What the shared tier said about a key this replica misses.
@@ -93,17 +148,17 @@ enum Consulted {
     Alone,
 }
 
-impl FlightCrew {
+impl Fetcher {
     /// Runs one fetch for `key` to its end.
-    pub async fn fly<F>(
+    pub async fn run<F>(
         self,
         key: CacheKey,
         purpose: Purpose,
-        exchange: F,
+        fetch: F,
         rules: CacheRules,
     ) -> FetchOutcome
     where
-        F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
+        F: Future<Output = Result<Fetched, FetchError>>,
     {
         let mut epoch = self.store.epoch(&key.id);
         let stale = match self.recheck(&key, purpose).await {
@@ -120,8 +175,12 @@ impl FlightCrew {
                 Consulted::Alone => {}
             }
         }
-        let result = exchange.await;
-        if let Some(entry) = stale.as_ref().filter(|entry| stands_in(entry, &result)) {
+        let result = fetch.await;
+        let now = self.clock.now();
+        if let Some(entry) = stale
+            .as_ref()
+            .filter(|entry| stands_in(entry, &result, now))
+        {
             let failure = match result {
                 Ok(response) => Failure::Answered(Arc::new(response)),
                 Err(error) => Failure::Error(error),
@@ -135,7 +194,7 @@ impl FlightCrew {
             Ok(response) => response,
             Err(error) => {
                 if purpose == Purpose::Refresh {
-                    self.metrics.refresh_failed();
+                    self.metrics.refresh(RefreshResult::Failed.as_str());
                 }
                 return FetchOutcome::Failed(error);
             }
@@ -149,7 +208,11 @@ impl FlightCrew {
             .store_if_allowed(key, &response, purpose, epoch, &rules, claim)
             .await;
         if purpose == Purpose::Refresh {
-            self.metrics.refresh(stored.is_ok());
+            let result = match stored {
+                Ok(_) => RefreshResult::Stored,
+                Err(_) => RefreshResult::NotStored,
+            };
+            self.metrics.refresh(result.as_str());
         }
         FetchOutcome::Answered {
             response: Arc::new(response),
@@ -169,8 +232,9 @@ impl FlightCrew {
         if purpose == Purpose::Refresh {
             return Err(None);
         }
-        match self.store.get(key, Instant::now()).await {
-            Some(entry) if entry.freshness(Instant::now()) == Freshness::Fresh => Ok(entry),
+        let now = self.clock.now();
+        match self.store.get(key, now).await {
+            Some(entry) if entry.freshness(now) == Freshness::Fresh => Ok(entry),
             held => Err(held),
         }
     }
@@ -187,7 +251,7 @@ impl FlightCrew {
         epoch: Epoch,
     ) -> Consulted {
         let servable = |entry: &CachedResponse| {
-            purpose == Purpose::Demand || !rules.wants_refresh(entry, Instant::now())
+            purpose == Purpose::Demand || !rules.wants_refresh(entry, self.clock.now())
         };
         if let Some(entry) = shared.get(key).await.filter(|entry| servable(entry)) {
             return self.adopt(key, entry, epoch).await;
@@ -212,7 +276,7 @@ impl FlightCrew {
             .await;
         match inserted {
             Inserted::Refused => return Consulted::Alone,
-            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced),
+            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced.as_str()),
             Inserted::New => {}
         }
         // Compressed lazily, by the first HIT that asks for a coding.
@@ -238,7 +302,7 @@ impl FlightCrew {
     async fn store_if_allowed(
         &self,
         key: CacheKey,
-        response: &UpstreamResponse,
+        response: &Fetched,
         purpose: Purpose,
         epoch: Epoch,
         rules: &CacheRules,
@@ -260,7 +324,7 @@ impl FlightCrew {
         let lifetime = match decision {
             Ok(lifetime) => lifetime,
             Err(reason) => {
-                self.metrics.store_decision(Some(reason));
+                self.metrics.store_refused(reason.as_str());
                 return Err(reason);
             }
         };
@@ -277,13 +341,14 @@ impl FlightCrew {
             .await;
         match inserted {
             Inserted::Refused => {
-                self.metrics.store_decision(Some(NoStoreReason::Superseded));
+                self.metrics
+                    .store_refused(NoStoreReason::Superseded.as_str());
                 return Err(NoStoreReason::Superseded);
             }
-            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced),
+            Inserted::Replaced => self.metrics.eviction(EvictionCause::Replaced.as_str()),
             Inserted::New => {}
         }
-        self.metrics.store_decision(None);
+        self.metrics.stored();
         if let Some(shared) = &self.shared {
             shared.put(key, Arc::clone(&entry), claim.map(|claim| *claim));
         }
@@ -294,14 +359,17 @@ impl FlightCrew {
 
 /// The stale entry stands in when the upstream failed, answered 5xx or 429,
 /// and the entry is still usable (never at or past its URL deadline).
-fn stands_in(entry: &CachedResponse, result: &Result<UpstreamResponse, UpstreamError>) -> bool {
+fn stands_in(entry: &CachedResponse, result: &Result<Fetched, FetchError>, now: Instant) -> bool {
     let failed = match result {
         Err(_) => true,
         Ok(response) => is_failure(response.status),
     };
-    failed && entry.freshness(Instant::now()) != Freshness::Dead
+    failed && entry.freshness(now) != Freshness::Dead
 }
 
 fn is_failure(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
+
+#[cfg(test)]
+mod tests;
