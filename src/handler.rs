@@ -48,7 +48,8 @@ impl AppState {
             settings.shared.as_ref(),
             Arc::clone(&metrics),
         );
-        for (_name, task) in tasks {
+        for (name, task) in tasks {
+            tracing::debug!(task = name, "background task started");
             tokio::spawn(task);
         }
         AppState {
