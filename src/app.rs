@@ -179,7 +179,10 @@ impl BackgroundTasks {
         let (stop, stopped) = watch::channel(false);
         let mut running: Vec<_> = cache_tasks
             .into_iter()
-            .map(|(name, task)| (name, tokio::spawn(task)))
+            .map(|(name, task)| {
+                tracing::debug!(task = name, "background task started");
+                (name, tokio::spawn(task))
+            })
             .collect();
         if let Some(interval) = settings.log.summary_interval {
             let (metrics, cache) = (Arc::clone(&state.metrics), Arc::clone(&state.cache));

@@ -4,9 +4,13 @@
 //! storing rules and lifetimes), [`entry`] (what a HIT is served from) and
 //! its [`stored_body`] (held in allocations that fit),
 //! [`coalescing`] (the table of fetches in flight, one per key), the fetch
-//! procedure (store, stand in, drop), [`status`] (how the outcome is told to
-//! the client), the moka-backed store, the [`record`] another process can
-//! read, warm-restart [`snapshot`]s and the optional Redis [`shared`] tier.
+//! procedure (store, stand in, drop; it takes any fetch yielding a
+//! [`Fetched`] answer or a [`FetchError`]), [`status`] (how the outcome is
+//! told to the client), the moka-backed store with its index of each
+//! conversation's keys, the [`record`] another process can read,
+//! warm-restart [`snapshot`]s and the optional Redis [`shared`] tier. Time
+//! is read from an injectable clock; the background work is handed to the
+//! caller as [`CacheTasks`], never spawned here.
 
 mod clock;
 pub(crate) mod coalescing;
@@ -39,7 +43,8 @@ use coalescing::{FetchLost, InFlight, Role};
 use encoding::Encoding;
 use entry::{CachedResponse, Freshness};
 use fetch::Fetcher;
-pub use fetch::{Failure, FetchError, FetchOutcome, Fetched, Purpose};
+use fetch::Purpose;
+pub(crate) use fetch::{Failure, FetchError, FetchOutcome, Fetched};
 use key::CacheKey;
 use policy::StorePolicy;
 use precompress::Precompressor;
