@@ -23,13 +23,13 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminState;
 use crate::cache::{Cache, CacheTasks, SnapshotError};
 use crate::config::Settings;
-use crate::handler::AppState;
 use crate::live;
 use crate::metrics::Metrics;
-use crate::passthrough::BodyLimits;
+use crate::passthrough::{BodyLimits, PassThrough};
 use crate::reload::Reloader;
 use crate::server::tls::CertResolver;
 use crate::server::{Drain, Transport};
+use crate::state::AppState;
 use crate::summary;
 use crate::telemetry::LogLevel;
 use crate::upstream::Upstream;
@@ -155,12 +155,14 @@ fn state(settings: &Settings) -> (AppState, CacheTasks) {
         settings.shared.as_ref(),
         Arc::clone(&metrics),
     );
+    let upstream = Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics)));
+    let body_limits = BodyLimits::from(&settings.server);
     let state = AppState {
         live: Arc::new(live::hold(settings)),
-        upstream: Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics))),
+        passthrough: PassThrough::new(Arc::clone(&upstream), body_limits),
+        upstream,
         cache: Arc::new(cache),
         metrics,
-        request_body: BodyLimits::from(&settings.server),
     };
     (state, cache_tasks)
 }

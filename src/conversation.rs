@@ -19,9 +19,8 @@ use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::{Failure, FetchError, FetchOutcome, Fetched};
 use crate::domain::ConversationId;
 use crate::error::ProxyError;
-use crate::handler::AppState;
 use crate::live::Live;
-use crate::passthrough;
+use crate::state::AppState;
 use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 
 /// Answers a conversation read from the cache, or from one shared upstream
@@ -40,7 +39,7 @@ pub(crate) async fn serve(
                 detail: Some(reason.as_str()),
                 ..CacheStatus::new(CacheResult::Bypass)
             };
-            let forwarded = passthrough::forward(state, live, request, &credential).await;
+            let forwarded = state.passthrough.forward(live, request, &credential).await;
             return forwarded.with_cache(bypass);
         }
     };

@@ -10,30 +10,17 @@ use hyper::body::Incoming;
 use crate::access_log::{AccessRecord, Answered, Outcome};
 use crate::body::ResponseBody;
 use crate::cache::status::{CacheResult, CacheStatus};
-use crate::cache::Cache;
+use crate::conversation;
 use crate::domain::ConversationId;
 use crate::error::{ClientError, ProxyError};
-use crate::live::{Live, LiveSettings};
-use crate::metrics::{CacheLabel, Metrics, RouteLabel};
-use crate::passthrough::BodyLimits;
+use crate::live::Live;
+use crate::metrics::{CacheLabel, RouteLabel};
 use crate::route::{self, Route, RouteKind};
 use crate::server::{HeadRefusal, Respond};
-use crate::upstream::Upstream;
-use crate::{conversation, passthrough};
+use crate::state::AppState;
 
 /// The longest request target accepted (SPEC section 6).
 const MAX_TARGET_BYTES: usize = 8 * 1024;
-
-/// What every request shares; built by the composition root ([`crate::app`]).
-pub struct AppState {
-    /// The settings that change on reload, swapped as one value.
-    pub live: Arc<LiveSettings>,
-    pub upstream: Arc<Upstream>,
-    pub cache: Arc<Cache>,
-    pub metrics: Arc<Metrics>,
-    /// Bounds on reading a forwarded request's body (fixed at start).
-    pub request_body: BodyLimits,
-}
 
 impl Respond for AppState {
     fn respond(
@@ -127,7 +114,7 @@ async fn conversation_route(
         Ok(conversation::serve(state, live, request, id, credential).await)
     } else {
         refuse_unforwardable_method(request.method())?;
-        let forwarded = passthrough::forward(state, live, request, &credential).await;
+        let forwarded = state.passthrough.forward(live, request, &credential).await;
         Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
     }
 }
@@ -142,7 +129,7 @@ async fn pass_through_route(
     refuse_unforwardable_method(request.method())?;
     let credential = live.auth.credential(request.headers())?;
     route::check_forwardable(path)?;
-    let forwarded = passthrough::forward(state, live, request, &credential).await;
+    let forwarded = state.passthrough.forward(live, request, &credential).await;
     Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
 }
 

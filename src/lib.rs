@@ -52,6 +52,7 @@ pub mod passthrough;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod state;
 pub mod summary;
 pub mod telemetry;
 pub mod trace_context;

@@ -130,7 +130,7 @@ impl Link {
     }
 
     fn fault(&self, error: SharedError) -> SharedError {
-        self.metrics.error(error);
+        self.metrics.error(error.as_str());
         if self.health.failed() {
             tracing::warn!(
                 target: "ayra_cache::shared",

@@ -4,7 +4,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::link::SharedError;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,8 +137,8 @@ impl TierMetrics {
         self.lookups.get_or_create(&ResultLabel { result }).inc();
     }
 
-    pub fn error(&self, error: SharedError) {
-        let kind = error.as_str();
+    /// A Redis operation that gave no answer, by its `kind` label.
+    pub fn error(&self, kind: &'static str) {
         self.errors.get_or_create(&KindLabel { kind }).inc();
     }
 
