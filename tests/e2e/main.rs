@@ -12,6 +12,7 @@ mod coalescing;
 mod credentials;
 mod deploy_files;
 mod faults;
+mod fuzz_corpora;
 mod hostile;
 mod http2;
 mod lifetimes;
