@@ -68,11 +68,13 @@ pub async fn serve(
         return Ok(hit(&entry, &client, record, refreshing));
     }
     let exchange = fetcher(&state.upstream, &key, &credential, live);
+    let waiting = state.metrics.fetch_waiting();
     let (outcome, role) = state
         .cache
         .fetch(key.clone(), exchange, rules)
         .await
         .map_err(|_| ProxyError::Internal)?;
+    drop(waiting);
     if role == Role::Collapsed {
         state.metrics.coalesced_waiter();
     }
