@@ -219,22 +219,26 @@ async fn the_shared_fetch_outlives_the_client_that_started_it() {
 
 #[tokio::test]
 async fn a_fetch_abandoned_by_everyone_still_stores_its_answer() {
-    let (standin, app) = spawn_pair(&[]).await;
+    let standin = crate::standin::StandIn::spawn().await;
     standin.set("conv_alone", json!({"delay_ms": 300})).await;
+    let app = crate::app::spawn_app(&standin, &[("server.admin_listen", "\"127.0.0.1:0\"")]).await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(50))
         .build()
         .unwrap();
     let url = app.url("/v1/conversations/conv_alone");
     assert!(impatient.get(&url).bearer_auth(TOKEN).send().await.is_err());
-    // The fetch goes on alone; wait for its upstream call to land and be stored.
-    for _ in 0..50 {
-        if standin.requests_for("conv_alone").await == 1 {
+    // The fetch goes on alone: wait for its answer to be stored.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = app.client.get(app.admin_url("/metrics")).send().await;
+        let text = text.unwrap().text().await.unwrap();
+        if text.lines().any(|line| line == "ayra_cache_stores_total 1") {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Instant::now() < deadline, "never stored: {text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let later = app.get("/v1/conversations/conv_alone", Some(TOKEN)).await;
     assert_eq!(header(&later, "x-cache"), "HIT");
     assert_eq!(standin.requests_for("conv_alone").await, 1);
