@@ -68,7 +68,10 @@ pub(crate) async fn serve(
         return hit(&entry, &client, refreshing);
     }
     let fetch = upstream_fetch(&state.upstream, &key, &credential, live);
-    let Ok((outcome, role)) = state.cache.fetch(key.clone(), fetch, rules).await else {
+    let waiting = state.metrics.fetch_waiting();
+    let fetched = state.cache.fetch(key.clone(), fetch, rules).await;
+    drop(waiting);
+    let Ok((outcome, role)) = fetched else {
         return Outcome::failed(ProxyError::Internal);
     };
     if role == Role::Collapsed {

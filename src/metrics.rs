@@ -127,6 +127,15 @@ struct CauseLabel {
 type RequestCounters =
     [[[Counter; STATUS_CLASSES.len()]; CacheLabel::ALL.len()]; RouteLabel::ALL.len()];
 
+/// One request counted in `ayra_cache_fetch_waiting` while it lives.
+pub struct FetchWaiting(Gauge);
+
+impl Drop for FetchWaiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Every metric the proxy exports.
 pub struct Metrics {
     /// Locked only to register a series and to encode them all.
@@ -138,6 +147,7 @@ pub struct Metrics {
     /// Every upstream fault, whatever its kind (for the totals; not exported).
     upstream_faults: Counter,
     coalesced_waiters: Counter,
+    fetch_waiting: Gauge,
     stores: Counter,
     store_refusals: Family<ReasonLabel, Counter>,
     evictions: Family<CauseLabel, Counter>,
@@ -196,6 +206,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             upstream_faults: Counter::default(),
             coalesced_waiters: Counter::default(),
+            fetch_waiting: Gauge::default(),
             stores: Counter::default(),
             store_refusals: Family::default(),
             evictions: Family::default(),
@@ -226,6 +237,11 @@ impl Metrics {
             "coalesced_waiters",
             "Requests that joined another request's upstream exchange",
             self.coalesced_waiters.clone(),
+        );
+        r.register(
+            "fetch_waiting",
+            "Cached-route requests waiting now for an upstream exchange, their own or one they joined",
+            self.fetch_waiting.clone(),
         );
         r.register("stores", "Answers stored", self.stores.clone());
         r.register(
@@ -296,6 +312,13 @@ impl Metrics {
     /// A request joined another's upstream exchange.
     pub fn coalesced_waiter(&self) {
         self.coalesced_waiters.inc();
+    }
+
+    /// A cached-route request waits for an upstream exchange until the
+    /// guard is dropped (`ayra_cache_fetch_waiting`).
+    pub fn fetch_waiting(&self) -> FetchWaiting {
+        self.fetch_waiting.inc();
+        FetchWaiting(self.fetch_waiting.clone())
     }
 
     /// An answer was stored.

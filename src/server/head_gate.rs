@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::framing::{BodyFraming, Framing, Stop};
 
 /// What hyper parses in place of a refused head.
-const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n";
+pub(super) const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n";
 /// Bytes read at once into the gate's own buffer while a head is unfinished.
 const READ_CHUNK: usize = 4096;
 

@@ -10,6 +10,8 @@
 mod activity;
 mod connection;
 mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head_gate;
 mod limits;
 pub mod tls;

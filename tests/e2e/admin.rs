@@ -302,7 +302,8 @@ async fn size_evictions_are_counted() {
         app.get(&format!("/v1/conversations/conv_s{i}"), Some(TOKEN))
             .await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // `/metrics` runs the cache's pending housekeeping (where moka evicts
+    // and reports evictions) before it counts.
     let text = metrics(&app).await;
     assert!(
         series(&text, r#"ayra_cache_evictions_total{cause="size"}"#) >= 1.0,

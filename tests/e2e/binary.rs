@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::app::ConfigFile;
 use crate::cached_route::header;
+use crate::log_tail::LogTail;
 use crate::standin::StandIn;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ayra-cache");
@@ -84,6 +85,8 @@ pub fn free_port() -> u16 {
 pub struct Running {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// Its stderr, as written.
+    pub log: LogTail,
     /// The config file's folder, when [`launch`] wrote it.
     _config: Option<tempfile::TempDir>,
 }
@@ -91,12 +94,7 @@ pub struct Running {
 impl Running {
     /// Everything the process wrote to stderr (call once it has exited).
     pub fn logs(&mut self) -> String {
-        use std::io::Read;
-        let mut logs = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            stderr.read_to_string(&mut logs).unwrap();
-        }
-        logs
+        self.log.finish()
     }
 
     /// Sends SIGTERM, expects a clean exit within 5 s, and returns the log.
@@ -125,7 +123,7 @@ impl Drop for Running {
 }
 
 pub async fn start(config: &Path, env: &[(&str, &str)], addr: SocketAddr) -> Running {
-    let child = Command::new(BINARY)
+    let mut child = Command::new(BINARY)
         .arg("--config")
         .arg(config)
         .envs(env.iter().copied())
@@ -133,9 +131,11 @@ pub async fn start(config: &Path, env: &[(&str, &str)], addr: SocketAddr) -> Run
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ayra-cache");
+    let log = LogTail::follow(child.stderr.take().expect("piped stderr"));
     let running = Running {
         child,
         addr,
+        log,
         _config: None,
     };
     let deadline = Instant::now() + Duration::from_secs(10);

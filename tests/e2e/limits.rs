@@ -128,11 +128,21 @@ async fn a_client_that_stops_reading_is_cut_after_idle_and_header_timeouts() {
     standin
         .set("conv_big", serde_json::json!({"body_bytes": 12_000_000}))
         .await;
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    // A small receive buffer of a fixed size: the kernel cannot take the
+    // whole body for the client (loopback buffers may grow past 12 MB).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut stream = socket.connect(app.addr).await.unwrap();
     let request =
         "GET /v1/conversations/conv_big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n";
     stream.write_all(request.as_bytes()).await.unwrap();
-    // Never read for a while: the proxy's writes stall.
+    // Once the answer has begun (the upstream's 12 MB fetched and on its
+    // way, which takes a while on a loaded machine), never read for a
+    // while: the proxy's writes stall.
+    tokio::time::timeout(Duration::from_secs(20), stream.readable())
+        .await
+        .expect("the answer began")
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let mut received = 0usize;
     let mut buffer = vec![0u8; 1 << 16];

@@ -1,6 +1,7 @@
 //! End-to-end tests: the proxy on port 0 in front of the stand-in Ayra API, over real HTTP.
 
 mod app;
+mod log_tail;
 mod raw;
 mod redis;
 mod standin;
@@ -12,6 +13,7 @@ mod coalescing;
 mod credentials;
 mod deploy_files;
 mod faults;
+mod fuzz_corpora;
 mod hostile;
 mod http2;
 mod lifetimes;

@@ -20,8 +20,20 @@ pub async fn exchange(addr: SocketAddr, request: &str) -> String {
 
 /// Everything the peer sends until it closes, or until `limit` passes.
 pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
+    read_to_close(stream, limit).await.text
+}
+
+/// What a peer sent, and whether it closed the connection (an end of
+/// stream or a reset) before the limit passed.
+pub struct Received {
+    pub text: String,
+    pub closed: bool,
+}
+
+/// Reads until the peer closes or `limit` passes, and says which came first.
+pub async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Received {
     let mut received = Vec::new();
-    let _ = tokio::time::timeout(limit, async {
+    let closed = tokio::time::timeout(limit, async {
         let mut buffer = [0u8; 8192];
         loop {
             match stream.read(&mut buffer).await {
@@ -30,6 +42,10 @@ pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Strin
             }
         }
     })
-    .await;
-    String::from_utf8_lossy(&received).into_owned()
+    .await
+    .is_ok();
+    Received {
+        text: String::from_utf8_lossy(&received).into_owned(),
+        closed,
+    }
 }

@@ -1,5 +1,6 @@
 //! TLS on the listener: HTTPS with ALPN (h2 and http/1.1), and certificates swapped by a reload.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,6 +12,8 @@ use tokio_rustls::TlsConnector;
 use ayra_cache::config::Settings;
 
 use crate::app::{spawn_with, ConfigFile, TestApp};
+use crate::binary::launch;
+use crate::reload::LOG_WAIT;
 use crate::standin::StandIn;
 
 /// A self-signed certificate for `localhost`, written as PEM into `dir`.
@@ -47,6 +50,20 @@ async fn connect(
     trusted: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    connect_to(app.addr, trusted, alpn).await
+}
+
+/// The certificate `addr` serves to a client that trusts only `trusted`.
+async fn served_at(addr: SocketAddr, trusted: &CertificateDer<'static>) -> CertificateDer<'static> {
+    let tls = connect_to(addr, trusted, &[]).await;
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+async fn connect_to(
+    addr: SocketAddr,
+    trusted: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trusted.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -56,7 +73,7 @@ async fn connect(
         .with_root_certificates(roots)
         .with_no_client_auth();
     client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     TlsConnector::from(Arc::new(client))
         .connect(name, tcp)
@@ -119,19 +136,75 @@ async fn a_reload_swaps_the_certificate_and_a_bad_pair_keeps_the_old_one() {
     app.reload(&config(&standin, &first.cert_path, &first.key_path));
     assert_eq!(served(&connect(&app, &second.der, &[]).await), second.der);
 
-    // A key that does not match its certificate: the new config is refused
-    // (naming the key), so nothing is applied and the old pair stays.
+    // The pair a reload installs is the one parsed when its config was read
+    // and validated: files that change afterwards (a certificate renewed,
+    // its key not yet) cannot slip an unchecked pair in.
+    let settings = Settings::load_with_env(
+        &app_config_path(&standin, &first, &dir),
+        Some(Default::default()),
+    )
+    .unwrap();
     let third = pair(dir.path(), "third");
     std::fs::copy(&third.cert_path, &first.cert_path).unwrap();
-    let bad = config(&standin, &first.cert_path, &first.key_path);
-    let config_dir = tempfile::tempdir().unwrap();
-    let path = bad.write(&config_dir);
-    let error = Settings::load_with_env(&path, Some(Default::default())).unwrap_err();
-    assert!(
-        error.to_string().contains("server.tls.cert_path"),
-        "{error}"
-    );
+    std::fs::copy(&third.key_path, &first.key_path).unwrap();
+    app.reloader.apply(&settings);
     assert_eq!(served(&connect(&app, &second.der, &[]).await), second.der);
+    // A config read now holds the third pair, and applying it serves that.
+    let settings = Settings::load_with_env(
+        &app_config_path(&standin, &first, &dir),
+        Some(Default::default()),
+    )
+    .unwrap();
+    app.reloader.apply(&settings);
+    assert_eq!(served(&connect(&app, &third.der, &[]).await), third.der);
+}
+
+/// A config file for `pair`'s paths, written into `dir`.
+fn app_config_path(standin: &StandIn, pair: &Pair, dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("reload.toml");
+    std::fs::write(
+        &path,
+        config(standin, &pair.cert_path, &pair.key_path).render(),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn sighup_with_a_mismatched_pair_names_the_key_and_keeps_the_old_certificate() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let standin = StandIn::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = pair(dir.path(), "first");
+    let mut config = config(&standin, &first.cert_path, &first.key_path);
+    config.set("log.level", "\"info\"");
+    let mut running = launch(config, &[]).await;
+    let pid = Pid::from_raw(running.child.id() as i32);
+    assert_eq!(served_at(running.addr, &first.der).await, first.der);
+
+    // Another certificate under the same key path: the pair does not match.
+    let other = pair(dir.path(), "other");
+    std::fs::copy(&other.cert_path, &first.cert_path).unwrap();
+    let mark = running.log.so_far().len();
+    kill(pid, Signal::SIGHUP).unwrap();
+    let refused = running
+        .log
+        .line_after(mark, &["config reload refused: nothing changed"], LOG_WAIT)
+        .await;
+    assert!(refused.contains("server.tls.cert_path"), "{refused}");
+    assert_eq!(served_at(running.addr, &first.der).await, first.der);
+
+    // Its own key beside it: the new pair is served from the next handshake.
+    std::fs::copy(&other.key_path, &first.key_path).unwrap();
+    let mark = running.log.so_far().len();
+    kill(pid, Signal::SIGHUP).unwrap();
+    running
+        .log
+        .line_after(mark, &["\"config reloaded\""], LOG_WAIT)
+        .await;
+    assert_eq!(served_at(running.addr, &other.der).await, other.der);
+    running.stop();
 }
 
 #[test]

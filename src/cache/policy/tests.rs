@@ -416,3 +416,35 @@ fn no_store_and_private_are_read_in_any_form() {
     );
     assert!(decide_with(&policy(), &fine, &expiring_in(600)).is_ok());
 }
+
+#[test]
+fn a_stale_entry_is_served_until_just_before_the_url_deadline_and_never_at_it() {
+    // Fresh for max_ttl (10 min), usable a day past it: only the URL
+    // deadline ends it: expires_at, less the Date's second and the margin.
+    let mut lenient = policy();
+    lenient.max_ttl = Duration::from_secs(600);
+    lenient.stale_if_error = 24 * HOUR;
+    let expires = body(
+        "completed",
+        json!(rfc3339(now() + Duration::from_millis(7_200_250))),
+    );
+    let lifetime = decide_with(&lenient, &with_date(now()), &expires).unwrap();
+    let deadline = Duration::from_millis(7_200_250 - 1_000 - 60_000);
+    assert_eq!(lifetime.hard_in, Some(deadline));
+    assert_eq!(lifetime.usable_for, deadline);
+    let received = std::time::Instant::now();
+    let entry = crate::cache::entry::CachedResponse::new(
+        StatusCode::OK,
+        &HeaderMap::new(),
+        bytes::Bytes::from_static(b"{}"),
+        received,
+        lifetime,
+    );
+    use crate::cache::entry::Freshness;
+    let hard = received + deadline;
+    assert_eq!(
+        entry.freshness(hard - Duration::from_millis(1)),
+        Freshness::Stale
+    );
+    assert_eq!(entry.freshness(hard), Freshness::Dead);
+}
