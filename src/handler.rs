@@ -1,4 +1,4 @@
-//! The request path: `handle` logs once and turns errors into responses around `route`, which returns `Result`.
+//! The request path: `handle` logs once and turns errors into responses around `route`, which returns the route's `Outcome`.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -16,13 +16,15 @@
 //! - [`handler`]: `handle` (log once, errors to responses) around `route`.
 //! - [`route`]: which route a path takes.
 //! - [`domain`]: the conversation id, include flags and cache partition every layer may use.
+//! - [`state`]: what every request shares (live settings, client, cache, metrics).
 //! - [`live`]: the settings a reload can change, read once per request.
 //! - [`auth`]: the request's credential and cache partition.
 //! - [`conversation`]: the cached route: key, lookup, shared fetch, response.
 //! - [`cache`]: key, policy, entries, coalescing, storage, `cache-status`.
 //! - [`body`]: the body every answer is sent with (one or two shared buffers).
 //! - [`passthrough`]: forwarding everything else under `/v1/`.
-//! - [`budget`]: the API key's budget: upstream calls paced per credential, clients taking turns.
+//! - [`budget`]: the API key's budget: upstream calls paced per credential, clients taking
+//!   turns (its core; wired into the fetch path next).
 //! - [`upstream`]: the client pool and bounded upstream exchanges.
 //! - [`hop_by_hop`]: the headers that never cross the proxy.
 //! - [`admin`]: the operators' listener: metrics, stats, purges.
