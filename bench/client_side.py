@@ -23,12 +23,14 @@ def nginx_version(binary):
     return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
 
 
-def nginx_h2_listen(binary, port):
+def nginx_h2_listen(binary, port, reuseport=False):
     """An HTTP/2 cleartext (prior knowledge) listener in the installed nginx's syntax:
-    `listen ... http2` before 1.25.1, `http2 on;` (in its own server) since."""
+    `listen ... http2` before 1.25.1, `http2 on;` (in its own server) since;
+    with `reuseport` for the tuned nginx."""
+    options = "backlog=4096" + (" reuseport" if reuseport else "")
     if nginx_version(binary) >= (1, 25, 1):
-        return f"listen 127.0.0.1:{port} backlog=4096;\n        http2 on;"
-    return f"listen 127.0.0.1:{port} http2 backlog=4096;"
+        return f"listen 127.0.0.1:{port} {options};\n        http2 on;"
+    return f"listen 127.0.0.1:{port} http2 {options};"
 
 
 def nginx_compression(bench):
@@ -167,7 +169,8 @@ def phase_encodings(bench, workdir, standin, ayra, results):
     """For identity, gzip and br: wrk HIT rounds against ayra-cache (precompressed
     bodies) and an nginx compressing on the fly, alternating; bytes per response."""
     compression, brotli = nginx_compression(bench)
-    nginx = bench.Nginx(bench.find_binary("nginx"), workdir, "nginx-gzip", standin.port, compression=compression)
+    nginx = bench.Nginx(bench.find_binary("nginx"), workdir, "nginx-gzip", standin.port, compression=compression,
+                        tuning=bench.NGINX_TUNING, reuseport=bench.NGINX_REUSEPORT)
     try:
         for key, server in (("ayra", ayra), ("nginx", nginx)):
             bench.warm_up(server, key)
@@ -205,7 +208,7 @@ def report(bench, results, add, targets):
             f"({bench.H2_CONNECTIONS * bench.H2_STREAMS} concurrent streams), {bench.IDS} ids in turn, "
             f"{bench.ROUNDS} alternating rounds x {bench.DURATION} s; medians")
         add(f"  {'':38}{'req/s':>8}{'mean ms':>9}{'CPU %':>7}{'B/resp':>8}{'errors':>7}")
-        for label, s in (("ayra-cache (h2c)", a), ("nginx proxy_cache (listen http2)", n)):
+        for label, s in (("ayra-cache (h2c)", a), ("nginx tuned (listen http2)", n)):
             add(f"  {label:38}{s['rps']:8.0f}{s['mean_ms']:9.3f}{s['cpu_pct']:7.0f}{s['resp_bytes']:8.0f}"
                 f"{s['errors']:7d}")
         ratio = a["rps"] / n["rps"]

@@ -1,8 +1,20 @@
-"""bench/run's report: the table of every phase that ran, and the targets."""
+"""bench/run's report: the HITS table, each other phase's (from its module), the targets, and the tuned nginx's config."""
 
 import client_side
+import memory
+import miss
 import one_core
+import paced
 from settings import *  # noqa: F401,F403
+
+HIT_ROWS = (  # key, label
+    ("ayra", "ayra-cache (log.level=warn)"),
+    ("nginx_tuned", "nginx tuned (access_log off)"),
+    ("ceiling", "ceiling: plain hyper, runtime per CPU"),
+    ("nginx", "nginx untuned (access_log off)"),
+    ("ayra_info", "ayra-cache (info, JSON > /dev/null) *"),
+    ("nginx_tuned_log", "nginx tuned (access_log buffered) *"),
+)
 
 
 # ---------------------------------------------------------------- report
@@ -26,140 +38,126 @@ def rounds_lines(a, n, pair_ratios, p99=True):
     return lines
 
 
-def fmt_mib(n):
-    return f"{n / MIB:.1f} MiB"
-
-
 def verdict(ok):
+    """MET / NOT MET; None: a figure shown beside the targets, with no threshold of its own."""
+    if ok is None:
+        return "(info)"
     return "MET" if ok else "NOT MET"
 
 
+def hits_rows(hits, add):
+    add(f"  {'':40}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU %':>7}{'user':>7}{'sys':>7}{'CPU':>7}{'B/resp':>7}"
+        f"{'errors':>7}")
+    add(f"  {'':40}{'':>8}{'':>8}{'':>8}{'':>7}{'us/req':>7}{'us/req':>7}{'us/req':>7}")
+    for key, label in HIT_ROWS:
+        if key in hits:
+            s = hits[key]
+            add(f"  {label:40}{s['rps']:8.0f}{s['p50_ms']:8.3f}{s['p99_ms']:8.3f}{s['cpu_pct']:7.0f}"
+                f"{s['user_us']:7.1f}{s['sys_us']:7.1f}{s['user_us'] + s['sys_us']:7.1f}{s['resp_bytes']:7.0f}"
+                f"{s['errors']:7d}")
+
+
+def hits_ratios(hits, add):
+    a = hits["ayra"]
+    for key, label in (("nginx_tuned", "nginx tuned"), ("nginx", "nginx untuned"), ("ceiling", "ceiling")):
+        if key in hits:
+            o = hits[key]
+            cpu = (a["user_us"] + a["sys_us"]) / (o["user_us"] + o["sys_us"])
+            add(f"  {'ratio ayra / ' + label:40}{a['rps'] / o['rps']:7.2f}x{a['p50_ms'] / o['p50_ms']:7.2f}x"
+                f"{a['p99_ms'] / o['p99_ms']:7.2f}x{a['cpu_pct'] / o['cpu_pct']:6.2f}x"
+                f"{a['user_us'] / o['user_us']:6.2f}x{a['sys_us'] / o['sys_us']:6.2f}x{cpu:6.2f}x")
+    if "ayra_info" in hits and "nginx_tuned_log" in hits:
+        i, l = hits["ayra_info"], hits["nginx_tuned_log"]
+        add(f"  {'ratio ayra / nginx tuned, both logging *':40}{i['rps'] / l['rps']:7.2f}x"
+            f"{i['p50_ms'] / l['p50_ms']:7.2f}x{i['p99_ms'] / l['p99_ms']:7.2f}x")
+        add(f"  * {LOG_ROUNDS} round(s), each run right after that round's other servers; ayra-cache at log.level=info "
+            f"with its JSON on /dev/null, nginx with `access_log {NGINX_BUFFERED_LOG};`; "
+            f"ayra info/warn {i['rps'] / a['runs'][0]['rps']:.2f}x req/s (same round)")
+
+
+def hits_rounds(hits, add):
+    for key, label in (("nginx_tuned", "nginx tuned"), ("ceiling", "ceiling"), ("nginx", "nginx untuned")):
+        if key in hits:
+            add(f"  rounds req/s {label:13}: " + ", ".join(f"{r['rps']:.0f}" for r in hits[key]["runs"])
+                + " | ayra / it per round " + ", ".join(f"{x:.2f}" for x in hits["pair_ratios"][key]))
+    add(f"  rounds req/s {'ayra-cache':13}: " + ", ".join(f"{r['rps']:.0f}" for r in hits["ayra"]["runs"]))
+    add("  rounds p99 ms: " + " | ".join(
+        f"{label} " + ", ".join(f"{r['p99_us'] / 1000:.2f}" for r in hits[key]["runs"])
+        for key, label in (("ayra", "ayra"), ("nginx_tuned", "nginx tuned"), ("ceiling", "ceiling")) if key in hits))
+
+
+def report_hits(hits, add, targets):
+    add(f"HITS  warm caches, {IDS} ids round-robin, wrk -t{THREADS} -c{CONNECTIONS}, "
+        f"{ROUNDS} alternating rounds x {DURATION} s; medians")
+    add(f"  nginx tuned = bench/nginx.conf.in + `{NGINX_TUNING}` (its whole config is at the end); "
+        f"ceiling = bench/tools ayra-ceiling")
+    hits_rows(hits, add)
+    hits_ratios(hits, add)
+    hits_rounds(hits, add)
+    add(f"  upstream calls during the timed rounds: {hits['upstream_calls']} (0 = every request was a HIT)")
+    add(noise_line([hits[key] for key, _ in HIT_ROWS if key in hits]))
+    add("")
+    a = hits["ayra"]
+    if "nginx_tuned" in hits:
+        n = hits["nginx_tuned"]
+        ratio = a["rps"] / n["rps"]
+        targets.append(("hit throughput ahead of nginx tuned", f"{ratio:.2f}x", ratio > 1.0, ""))
+        targets.append(("hit p99 <= nginx tuned's (saturated)", f"{a['p99_ms']:.3f} vs {n['p99_ms']:.3f} ms",
+                        a["p99_ms"] <= n["p99_ms"], ""))
+    if "nginx" in hits:
+        ratio = a["rps"] / hits["nginx"]["rps"]
+        targets.append(("hit throughput >= 1.3x nginx untuned", f"{ratio:.2f}x", ratio >= 1.3,
+                        f"needs {1.3 / ratio:.2f}x more" if ratio < 1.3 else ""))
+    if "ceiling" in hits:
+        c = hits["ceiling"]
+        targets.append(("CPU per HIT against the ceiling's",
+                        f"{a['user_us'] + a['sys_us']:.1f} vs {c['user_us'] + c['sys_us']:.1f} us", None, ""))
+
+
 def report(info, results, bench):
-    """The table; `bench` is the run module (the client-side phases report through it)."""
+    """The table; `bench` is the run module (the phase modules report through it)."""
     lines = []
     add = lines.append
     mode = "quick" if QUICK else "full"
-    add(f"ayra-cache vs nginx proxy_cache ({mode} run, {info['date']})")
+    add(f"ayra-cache vs nginx proxy_cache and a plain-hyper ceiling ({mode} run, {info['date']})")
     add(f"machine: {info['cpus']} CPUs ({info['model']}), Linux {info['kernel']}, {info['memory']} RAM")
     add(f"software: ayra-cache {info['commit']}; {info['nginx']}; {info['wrk']}; {info['rustc']}")
     add("client, proxies and stand-in share the same CPUs (but in ONE CORE EACH); ayra-cache runs "
-        f"{CPUS} worker threads, nginx {WORKERS} workers")
+        f"{CPUS} worker threads, nginx {WORKERS} workers, the ceiling {CPUS} runtimes")
     add("")
-
     targets = []
-    hits = results.get("hits")
-    if hits and "ayra" in hits:
-        a, n = hits["ayra"], hits["nginx"]
-        add(f"HITS  warm cache, {IDS} ids round-robin, wrk -t{THREADS} -c{CONNECTIONS}, "
-            f"{ROUNDS} alternating rounds x {DURATION} s; medians")
-        add(f"  {'':38}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU %':>7}{'user':>7}{'sys':>7}{'B/resp':>7}{'errors':>7}")
-        add(f"  {'':38}{'':>8}{'':>8}{'':>8}{'':>7}{'us/req':>7}{'us/req':>7}")
-        rows = [("ayra-cache (log.level=warn)", a), ("nginx proxy_cache (access_log off)", n)]
-        if "ayra_info" in hits:
-            rows.append((f"ayra-cache (info, JSON > /dev/null) *", hits["ayra_info"]))
-        if "nginx_log" in hits:
-            rows.append((f"nginx (access_log /dev/null) *", hits["nginx_log"]))
-        for label, s in rows:
-            add(f"  {label:38}{s['rps']:8.0f}{s['p50_ms']:8.3f}{s['p99_ms']:8.3f}{s['cpu_pct']:7.0f}"
-                f"{s['user_us']:7.1f}{s['sys_us']:7.1f}{s['resp_bytes']:7.0f}{s['errors']:7d}")
-        ratio = a["rps"] / n["rps"]
-        add(f"  {'ratio ayra/nginx (warn, log off)':38}{ratio:7.2f}x{a['p50_ms'] / n['p50_ms']:7.2f}x"
-            f"{a['p99_ms'] / n['p99_ms']:7.2f}x{a['cpu_pct'] / n['cpu_pct']:6.2f}x"
-            f"{a['user_us'] / n['user_us']:6.2f}x{a['sys_us'] / n['sys_us']:6.2f}x")
-        if "ayra_info" in hits and "nginx_log" in hits:
-            i, l = hits["ayra_info"], hits["nginx_log"]
-            add(f"  {'ratio ayra/nginx (both logging) *':38}{i['rps'] / l['rps']:7.2f}x{i['p50_ms'] / l['p50_ms']:7.2f}x"
-                f"{i['p99_ms'] / l['p99_ms']:7.2f}x")
-            add(f"  * {LOG_ROUNDS} round(s), each run right after that round's plain pair; "
-                f"ayra info/warn {i['rps'] / a['runs'][0]['rps']:.2f}x req/s, "
-                f"ayra info / nginx log off {i['rps'] / n['runs'][0]['rps']:.2f}x (same round)")
-        lines.extend(rounds_lines(a, n, hits["pair_ratios"]))
-        add(f"  upstream calls during the timed rounds: {hits['upstream_calls']} (0 = every request was a HIT)")
-        add(noise_line([s for _, s in rows]))
-        add("")
-        targets.append(("hit throughput >= 1.3x nginx", f"{ratio:.2f}x", ratio >= 1.3,
-                        f"needs {1.3 / ratio:.2f}x more" if ratio < 1.3 else ""))
-        p99_ratio = a["p99_ms"] / n["p99_ms"]
-        targets.append(("hit p99 <= nginx p99", f"{a['p99_ms']:.3f} vs {n['p99_ms']:.3f} ms", p99_ratio <= 1.0,
-                        f"{p99_ratio:.2f}x nginx's" if p99_ratio > 1.0 else ""))
-
+    if results.get("hits") and "ayra" in results["hits"]:
+        report_hits(results["hits"], add, targets)
+    paced.report(bench, results, add, targets)
     one_core.report(bench, results, add, targets)
     client_side.report(bench, results, add, targets)
-
-    miss = results.get("miss")
-    if miss:
-        d, a, p = miss["direct"], miss["ayra"], miss["ayra_plain"]
-        pacing = f", {MISS_PACE_MS} ms pause before each request" if MISS_PACE_MS else ", closed loop"
-        add(f"(a) MISS LATENCY  a never-seen id per request, wrk -c{MISS_CONNECTIONS}{pacing}, "
-            f"{MISS_ROUNDS} round(s) x {MISS_DURATION} s each; medians")
-        add(f"  {'':34}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>10}")
-        add(f"  {'direct to the stand-in':34}{d['p50_ms']:9.3f}{d['p99_ms']:9.3f}{d['rps']:10.0f}")
-        add(f"  {'through ayra-cache, compression on':34}{a['p50_ms']:9.3f}{a['p99_ms']:9.3f}{a['rps']:10.0f}")
-        add(f"  {'through ayra-cache, compression off':34}{p['p50_ms']:9.3f}{p['p99_ms']:9.3f}{p['rps']:10.0f}")
-        added_p50 = a["p50_ms"] - d["p50_ms"]
-        added_p99 = a["p99_ms"] - d["p99_ms"]
-        add(f"  {'added, compression on (default)':34}{added_p50:+9.3f}{added_p99:+9.3f}")
-        add(f"  {'added, compression off':34}{p['p50_ms'] - d['p50_ms']:+9.3f}{p['p99_ms'] - d['p99_ms']:+9.3f}")
-        add(f"  upstream calls through ayra-cache: {miss['ayra_upstream_calls']} for {miss['ayra_requests']} "
-            "completed requests (wrk does not count the ones in flight at its end)")
-        add(noise_line([d, a, p]))
-        add("")
-        targets.append(("miss adds <= 0.2 ms at p50 (compression on)", f"{added_p50:+.3f} ms", added_p50 <= 0.2,
-                        f"{added_p50 - 0.2:.3f} ms over" if added_p50 > 0.2 else ""))
-
-    stampede = results.get("stampede")
-    if stampede:
-        add(f"(b) STAMPEDE  {STAMPEDE} concurrent requests for one cold id, upstream delay {STAMPEDE_DELAY_MS} ms")
-        add(f"  {'':14}{'upstream calls':>15}{'p50 ms':>9}{'max ms':>9}  answers")
-        for key, label in (("ayra", "ayra-cache"), ("nginx", "nginx")):
-            if key in stampede:
-                s = stampede[key]
-                answers = ", ".join(f"{v} {k}" for k, v in sorted(s["verdicts"].items(), key=lambda kv: -kv[1]))
-                add(f"  {label:14}{s['calls']:15d}{s['p50_ms']:9.1f}{s['max_ms']:9.1f}  {answers}")
-        add("")
-        if "ayra" in stampede:
-            calls = stampede["ayra"]["calls"]
-            targets.append((f"stampede of {STAMPEDE} = 1 upstream call", f"{calls} call(s)", calls == 1, ""))
-
-    memory = results.get("memory")
-    if memory:
-        b, rss = memory["bytes"], memory["rss"]
-        stats = memory["stats"]
-        add(f"(c) MEMORY  {memory['stored']} distinct entries stored (cache.max_bytes {fmt_mib(MEM_MAX_BYTES)})")
-        add(f"  bytes cached (bodies served) {fmt_mib(b)}; cache's own weight {fmt_mib(stats.get('bytes', 0))} "
-            f"in {stats.get('entries', '?')} entries")
-        add(f"  RSS idle {fmt_mib(memory['rss_idle'])}; RSS after {fmt_mib(rss)} (peak {fmt_mib(memory['rss_peak'])})")
-        add(f"  RSS / bytes = {rss / b:.2f}; RSS - bytes = {fmt_mib(rss - b)}; "
-            f"per entry {(rss - memory['rss_idle']) / max(memory['stored'], 1):.0f} B of RSS for "
-            f"{b / max(memory['stored'], 1):.0f} B of body")
-        if memory["other"]:
-            add(f"  answers not stored: {memory['other']}")
-        add("")
-        limit = 1.2 * b + 30e6
-        targets.append(("RSS <= 1.2 x bytes + 30 MB", f"{fmt_mib(rss)} vs {fmt_mib(limit)}", rss <= limit,
-                        f"{fmt_mib(rss - limit)} over" if rss > limit else ""))
-
-    bound = results.get("bound")
-    if bound:
-        m, rss = bound["max_bytes"], bound["rss"]
-        stats = bound["stats"]
-        add(f"(d) BOUND  cache.max_bytes {fmt_mib(m)}, offered {fmt_mib(bound['offered'])} "
-            f"({bound['offered'] / m:.1f}x) in {bound['requests']} distinct entries")
-        add(f"  cache's own weight {fmt_mib(stats.get('bytes', 0))} in {stats.get('entries', '?')} entries; "
-            f"RSS after {fmt_mib(rss)} (peak {fmt_mib(bound['rss_peak'])}); RSS / max_bytes = {rss / m:.2f}")
-        if bound["other"]:
-            add(f"  answers not stored: {bound['other']}")
-        add("")
-        limit = 1.2 * m + 30e6
-        weight_ok = stats.get("bytes", 0) <= m
-        targets.append((f"bound holds at {BOUND_FACTOR}x offered (RSS <= 1.2 x max_bytes + 30 MB)",
-                        f"{fmt_mib(rss)} vs {fmt_mib(limit)}", rss <= limit and weight_ok,
-                        ("" if rss <= limit else f"{fmt_mib(rss - limit)} over")
-                        + ("" if weight_ok else " weight over max_bytes")))
-
+    miss.report(bench, results, add, targets)
+    stampede_report(results, add, targets)
+    memory.report(bench, results, add, targets)
     if targets:
         add("TARGETS")
         width = max(len(t[0]) for t in targets) + 2
         for name, value, ok, gap in targets:
             add(f"  {name:{width}}{value:28} {verdict(ok):8} {gap}")
+    if results.get("nginx_tuned_config"):
+        add("")
+        add("NGINX TUNED  the exact config of the tuned nginx (<tmp>: the run's temp dir; loopback ports as run)")
+        lines.extend("  " + line if line else "" for line in results["nginx_tuned_config"].splitlines())
     return "\n".join(lines) + "\n"
+
+
+def stampede_report(results, add, targets):
+    stampede = results.get("stampede")
+    if not stampede:
+        return
+    add(f"(b) STAMPEDE  {STAMPEDE} concurrent requests for one cold id, upstream delay {STAMPEDE_DELAY_MS} ms")
+    add(f"  {'':14}{'upstream calls':>15}{'p50 ms':>9}{'max ms':>9}  answers")
+    for key, label in (("ayra", "ayra-cache"), ("nginx", "nginx tuned")):
+        if key in stampede:
+            s = stampede[key]
+            answers = ", ".join(f"{v} {k}" for k, v in sorted(s["verdicts"].items(), key=lambda kv: -kv[1]))
+            add(f"  {label:14}{s['calls']:15d}{s['p50_ms']:9.1f}{s['max_ms']:9.1f}  {answers}")
+    add("")
+    if "ayra" in stampede:
+        calls = stampede["ayra"]["calls"]
+        targets.append((f"stampede of {STAMPEDE} = 1 upstream call", f"{calls} call(s)", calls == 1, ""))

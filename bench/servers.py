@@ -309,32 +309,26 @@ level = "{level}"
         self.child.stop()
 
 
-class Nginx:
-    def __init__(self, binary, workdir, name, upstream_port, access_log="off", h2=False, compression=None,
-                 workers=WORKERS):
-        """h2: also listen for HTTP/2 with prior knowledge on self.h2_port;
-        compression: the http-level gzip/brotli directives (client_side.nginx_compression)."""
+def nginx_user_directive():
+    """Workers run as the invoking user (like ayra-cache), so they can write
+    under the private temp dir; the `user` directive is only allowed as root."""
+    if os.geteuid() != 0:
+        return ""
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
+
+
+class NginxProcess:
+    """An nginx this script runs from a generated config: a non-daemon child with its own prefix."""
+
+    def start(self, binary, workdir, name, template, replacements):
         self.name = name
-        self.port = free_port()
-        self.h2_port = free_port() if h2 else None
         self.prefix = os.path.join(workdir, name)
         os.makedirs(self.prefix, exist_ok=True)
-        with open(NGINX_TEMPLATE) as f:
+        with open(template) as f:
             conf = f.read()
-        user = ""
-        if os.geteuid() == 0:
-            # Workers run as the invoking user (like ayra-cache), so they can
-            # write the cache under this private temp dir.
-            user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
-        conf = (conf.replace("@USER_DIRECTIVE@", user)
-                .replace("@WORKERS@", str(workers))
-                .replace("@PREFIX@", self.prefix)
-                .replace("@UPSTREAM_PORT@", str(upstream_port))
-                .replace("@LISTEN_PORT@", str(self.port))
-                .replace("@ACCESS_LOG@", access_log)
-                .replace("@LOAD_MODULES@", (compression or {}).get("modules", ""))
-                .replace("@COMPRESSION@", (compression or {}).get("directives", ""))
-                .replace("@H2_LISTEN@", client_side.nginx_h2_listen(binary, self.h2_port) if h2 else ""))
+        replacements = dict(replacements, USER_DIRECTIVE=nginx_user_directive(), PREFIX=self.prefix)
+        for key, value in replacements.items():
+            conf = conf.replace(f"@{key}@", str(value))
         self.config = os.path.join(self.prefix, "nginx.conf")
         with open(self.config, "w") as f:
             f.write(conf)
@@ -347,8 +341,35 @@ class Nginx:
                            stop_signal=signal.SIGQUIT)
         wait_ready(self.child, self.port, log_file=error_log)
 
+    def config_text(self, workdir):
+        """The config as run, with the temp dir written `<tmp>` (results name no machine path)."""
+        with open(self.config) as f:
+            return f.read().replace(workdir, "<tmp>")
+
     def pids(self):
         return proc_tree(self.child.pid)
 
     def stop(self):
         self.child.stop()
+
+
+class Nginx(NginxProcess):
+    def __init__(self, binary, workdir, name, upstream_port, access_log="off", h2=False, compression=None,
+                 workers=WORKERS, tuning="", reuseport=False):
+        """h2: also listen for HTTP/2 with prior knowledge on self.h2_port;
+        compression: the http-level gzip/brotli directives (client_side.nginx_compression);
+        tuning: http-level directives added to bench/nginx.conf.in (the tuned nginx: NGINX_TUNING);
+        reuseport: `listen ... reuseport` (the tuned nginx: NGINX_REUSEPORT)."""
+        self.port = free_port()
+        self.h2_port = free_port() if h2 else None
+        self.start(binary, workdir, name, NGINX_TEMPLATE, {
+            "WORKERS": workers,
+            "UPSTREAM_PORT": upstream_port,
+            "LISTEN_PORT": self.port,
+            "ACCESS_LOG": access_log,
+            "LOAD_MODULES": (compression or {}).get("modules", ""),
+            "COMPRESSION": (compression or {}).get("directives", ""),
+            "TUNING": tuning,
+            "LISTEN_OPTIONS": " reuseport" if reuseport else "",
+            "H2_LISTEN": client_side.nginx_h2_listen(binary, self.h2_port, reuseport) if h2 else "",
+        })

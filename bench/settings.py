@@ -9,6 +9,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 WRK_LUA = os.path.join(BENCH_DIR, "wrk.lua")
 NGINX_TEMPLATE = os.path.join(BENCH_DIR, "nginx.conf.in")
+NGINX_STATIC_TEMPLATE = os.path.join(BENCH_DIR, "nginx-static.conf.in")
+NGINX_PROXY_TEMPLATE = os.path.join(BENCH_DIR, "nginx-proxy.conf.in")
+TOOLS_MANIFEST = os.path.join(BENCH_DIR, "tools", "Cargo.toml")
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 
 TOKEN = "sk_bench"
@@ -44,8 +47,8 @@ WORKERS = env_int("BENCH_WORKERS", CPUS, CPUS)
 LOG_ROUNDS = env_int("BENCH_LOG_ROUNDS", 1, 1)
 MISS_DURATION = env_int("BENCH_MISS_DURATION", 10, 3)
 MISS_ROUNDS = env_int("BENCH_MISS_ROUNDS", 2, 1)
-MISS_CONNECTIONS = env_int("BENCH_MISS_CONNECTIONS", 8, 8)
-MISS_PACE_MS = env_int("BENCH_MISS_PACE_MS", 2, 2)
+MISS_CONNECTIONS = env_int("BENCH_MISS_CONNECTIONS", 1, 1)
+MISS_PACE_MS = env_int("BENCH_MISS_PACE_MS", 0, 0)
 STAMPEDE = env_int("BENCH_STAMPEDE", 500, 500)
 STAMPEDE_DELAY_MS = env_int("BENCH_STAMPEDE_DELAY_MS", 50, 50)
 MEM_ENTRIES = env_int("BENCH_MEM_ENTRIES", 50000, 10000)
@@ -58,13 +61,25 @@ ENC_ROUNDS = env_int("BENCH_ENC_ROUNDS", 2, 1)
 ENC_DURATION = env_int("BENCH_ENC_DURATION", 5, 3)
 H2_CONNECTIONS = env_int("BENCH_H2_CONNECTIONS", 4, 4)
 H2_STREAMS = env_int("BENCH_H2_STREAMS", 16, 16)
-ALL_PHASES = ["hits", "logging", "one_core", "h2", "encodings", "miss", "stampede", "memory", "bound"]
+PACED_FRACTION = env_int("BENCH_PACED_FRACTION", 60, 60)
+PACED_RATE = env_int("BENCH_PACED_RATE", 0, 0)
+PACED_DURATION = env_int("BENCH_PACED_DURATION", 10, 3)
+PACED_ROUNDS = env_int("BENCH_PACED_ROUNDS", 3, 1)
+PACED_CONNECTIONS = env_int("BENCH_PACED_CONNECTIONS", 64, 64)
+# nginx "at its best": what the tuned nginx adds to bench/nginx.conf.in (http level).
+NGINX_TUNING = os.environ.get("BENCH_NGINX_TUNING") or "open_file_cache max=20000 inactive=1h; open_file_cache_valid 1h;"
+NGINX_REUSEPORT = env_int("BENCH_NGINX_REUSEPORT", 1, 1) != 0  # the tuned nginx: `listen ... reuseport`
+# The tuned nginx's access log in the logging rounds, as operators run it: buffered.
+NGINX_BUFFERED_LOG = f"{os.devnull} combined buffer=64k flush=1s"
+ALL_PHASES = ["hits", "logging", "paced", "one_core", "h2", "encodings", "miss", "stampede", "memory", "bound"]
 PHASES = [p.strip() for p in os.environ.get("BENCH_PHASES", ",".join(ALL_PHASES)).split(",") if p.strip()]
 for _phase in PHASES:
     if _phase not in ALL_PHASES:
         sys.exit(f"bench: unknown phase {_phase!r} in BENCH_PHASES (known: {', '.join(ALL_PHASES)})")
 
 TARGET_DIR = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"))
+# bench/tools (the ceiling server and the paced client) builds apart from the main crate.
+TOOLS_TARGET_DIR = os.path.join(TARGET_DIR, "bench-tools")
 
 
 def log(message):

@@ -3,6 +3,10 @@
 --           thread starting at its own offset; requests are prebuilt so the
 --           client spends as little CPU as possible (it shares the cores).
 --   unique  a never-seen id per request: {BENCH_PREFIX}_{thread}_{counter}.
+--   fresh   the ids in turn, each request with a never-seen credential
+--           (Bearer {BENCH_PREFIX}_{thread}_{counter}): every request a miss
+--           for a cache keyed on the credential, and the ids exist upstream
+--           (the miss phase's static-file upstream serves only those).
 -- BENCH_PACE_MS > 0: each connection waits that long before each request, so
 -- the load stays light and latency (not saturation) is measured.
 -- Every request carries Authorization: Bearer {BENCH_TOKEN}, and
@@ -43,6 +47,13 @@ function request()
   counter = counter + 1
   if mode == "hits" then
     return prebuilt[counter % n_ids]
+  end
+  if mode == "fresh" then
+    local fresh = { ["Authorization"] = string.format("Bearer %s_%d_%d", prefix, tid, counter) }
+    if accept_encoding ~= "" then
+      fresh["Accept-Encoding"] = accept_encoding
+    end
+    return wrk.format("GET", string.format("/v1/conversations/conv_bench_%04d", counter % n_ids), fresh)
   end
   return wrk.format("GET", string.format("/v1/conversations/%s_%d_%d", prefix, tid, counter), headers)
 end

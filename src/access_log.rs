@@ -1,12 +1,13 @@
-//! The access log: what one request did, gathered on its way through and logged once.
+//! The access log: what one request did, returned by its route as an [`Outcome`] and logged once.
 
 use std::time::Duration;
 
 use http::header::HeaderName;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode};
 
 use crate::body::ResponseBody;
 use crate::cache::status::CacheStatus;
+use crate::error::ProxyError;
 use crate::route::RouteKind;
 
 // Names made once: inserting by a `&str` parses the name for every response.
@@ -14,42 +15,88 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// What one request did, gathered on its way through and logged once.
+/// What a route did for one request: the answer, and what the cache and the
+/// upstream did for it. Routes return it; `handler::handle` turns it into
+/// headers, the access event and the request metrics, once.
 #[derive(Debug)]
-pub struct AccessRecord {
+pub(crate) struct Outcome {
+    /// The response, or the error the proxy answers with.
+    pub(crate) answer: Result<Response<ResponseBody>, ProxyError>,
+    /// What the cache did, when the request reached it.
+    pub(crate) cache: Option<CacheStatus>,
+    /// Time spent on the upstream exchange this request waited for.
+    pub(crate) upstream: Option<Duration>,
+}
+
+impl Outcome {
+    /// A response, before the cache or the upstream had a say.
+    pub(crate) fn answered(response: Response<ResponseBody>) -> Outcome {
+        Outcome {
+            answer: Ok(response),
+            cache: None,
+            upstream: None,
+        }
+    }
+
+    /// An error, before the cache or the upstream had a say.
+    pub(crate) fn failed(error: ProxyError) -> Outcome {
+        Outcome {
+            answer: Err(error),
+            cache: None,
+            upstream: None,
+        }
+    }
+
+    /// This outcome, with what the cache did.
+    pub(crate) fn with_cache(self, status: CacheStatus) -> Outcome {
+        Outcome {
+            cache: Some(status),
+            ..self
+        }
+    }
+}
+
+/// What is logged of a request once it is answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answered {
+    /// The kind of route taken.
+    pub(crate) route: RouteKind,
+    pub(crate) status: StatusCode,
+    pub(crate) cache: Option<CacheStatus>,
+    pub(crate) upstream: Option<Duration>,
+    /// The error code answered, if the proxy answered with an error.
+    pub(crate) error: Option<&'static str>,
+    pub(crate) latency: Duration,
+}
+
+/// Who asked what: the part of the access event known when a request arrives.
+#[derive(Debug)]
+pub(crate) struct AccessRecord {
     request_id: HeaderValue,
     method: http::Method,
     /// The request target, shared with the request (no copy); only its path is logged.
     uri: http::Uri,
-    /// The kind of route taken.
-    pub route: RouteKind,
-    /// What the cache did, when the request reached it.
-    pub cache: Option<CacheStatus>,
-    /// Time spent on the upstream exchange this request waited for.
-    pub upstream: Option<Duration>,
-    /// The error code answered, if the proxy answered with an error.
-    pub error: Option<&'static str>,
 }
 
 impl AccessRecord {
     /// Starts the record of a request. Its path is logged, never the query or headers.
-    pub fn start<B>(request: &Request<B>) -> AccessRecord {
+    pub(crate) fn start<B>(request: &Request<B>) -> AccessRecord {
         AccessRecord {
             request_id: request_id(),
             method: request.method().clone(),
             uri: request.uri().clone(),
-            route: RouteKind::Other,
-            cache: None,
-            upstream: None,
-            error: None,
         }
     }
 
     /// Adds `x-request-id`, and `x-cache` and `cache-status` when the cache had a say.
-    pub fn decorate(&self, response: &mut Response<ResponseBody>) {
+    pub(crate) fn decorate(
+        &self,
+        response: &mut Response<ResponseBody>,
+        cache: Option<&CacheStatus>,
+    ) {
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
-        if let Some(status) = &self.cache {
+        if let Some(status) = cache {
             headers.insert(
                 X_CACHE.clone(),
                 HeaderValue::from_static(status.result.as_str()),
@@ -59,24 +106,23 @@ impl AccessRecord {
     }
 
     /// Emits the access event.
-    pub fn emit(&self, status: http::StatusCode, latency: Duration) {
-        let cache = self.cache.map_or("none", |c| c.result.label());
-        let detail = self.cache.and_then(|c| c.detail).unwrap_or("");
+    pub(crate) fn emit(&self, answered: &Answered) {
+        let cache = answered.cache;
         tracing::info!(
             target: "ayra_cache::access",
             request_id = self.request_id.to_str().unwrap_or(""),
             method = self.method.as_str(),
             path = self.uri.path(),
-            route = self.route.as_str(),
-            status = status.as_u16(),
-            cache,
-            detail,
-            collapsed = self.cache.is_some_and(|c| c.collapsed),
-            refresh_started = self.cache.is_some_and(|c| c.refreshing),
-            fwd_status = self.cache.and_then(|c| c.fwd_status),
-            error = self.error.unwrap_or(""),
-            latency_ms = millis(latency),
-            upstream_ms = self.upstream.map(millis),
+            route = answered.route.as_str(),
+            status = answered.status.as_u16(),
+            cache = cache.map_or("none", |c| c.result.label()),
+            detail = cache.and_then(|c| c.detail).unwrap_or(""),
+            collapsed = cache.is_some_and(|c| c.collapsed),
+            refresh_started = cache.is_some_and(|c| c.refreshing),
+            fwd_status = cache.and_then(|c| c.fwd_status),
+            error = answered.error.unwrap_or(""),
+            latency_ms = millis(answered.latency),
+            upstream_ms = answered.upstream.map(millis),
             "request"
         );
     }

@@ -9,27 +9,36 @@ use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::auth::Fingerprint;
 use crate::body::ResponseBody;
+use crate::cache::Cache;
 use crate::cache::Purged;
+use crate::domain::{ConversationId, Fingerprint};
 use crate::error::ProxyError;
-use crate::handler::AppState;
-use crate::route::ConversationId;
-use crate::server::Respond;
+use crate::handler::refused_head;
+use crate::live::LiveSettings;
+use crate::metrics::Metrics;
+use crate::server::{HeadRefusal, Respond};
 
 const PURGE_CONVERSATION: &str = "/admin/cache/conversations/";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the admin routes work on.
 pub struct AdminState {
-    app: Arc<AppState>,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+    /// `admin.token_sha256` is read from here, so a reload can change it.
+    live: Arc<LiveSettings>,
 }
 
 impl AdminState {
-    /// Admin routes over the proxy's state, guarded by `admin.token_sha256`
-    /// (read from the live settings, so a reload can change it).
-    pub fn new(app: Arc<AppState>) -> AdminState {
-        AdminState { app }
+    /// Admin routes over the proxy's cache and metrics, guarded by the live
+    /// settings' `admin.token_sha256`.
+    pub fn new(cache: Arc<Cache>, metrics: Arc<Metrics>, live: Arc<LiveSettings>) -> AdminState {
+        AdminState {
+            cache,
+            metrics,
+            live,
+        }
     }
 }
 
@@ -39,6 +48,10 @@ impl Respond for AdminState {
         request: Request<Incoming>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send {
         handle(self, request)
+    }
+
+    fn refuse(&self, refusal: HeadRefusal) -> Response<ResponseBody> {
+        refused_head(refusal)
     }
 }
 
@@ -68,7 +81,8 @@ async fn route(
     match path {
         "/metrics" => {
             only(method, &Method::GET)?;
-            let text = state.app.metrics.encode(state.app.cache.usage().await);
+            let usage = state.cache.usage().await;
+            let text = state.metrics.encode(usage.entries, usage.bytes);
             Ok(body(text, OPENMETRICS))
         }
         "/healthz" => {
@@ -83,7 +97,7 @@ async fn route(
         "/admin/cache" => {
             authorize(state, request)?;
             only(method, &Method::DELETE)?;
-            let purged = state.app.cache.purge_all().await;
+            let purged = state.cache.purge_all().await;
             tracing::warn!(target: "ayra_cache::admin", purged = purged.local, shared = ?purged.shared, "purged the whole cache");
             Ok(json_body(&purge_report(purged)))
         }
@@ -92,7 +106,7 @@ async fn route(
                 authorize(state, request)?;
                 only(method, &Method::DELETE)?;
                 let id = ConversationId::parse(raw_id)?;
-                let purged = state.app.cache.purge_conversation(&id).await;
+                let purged = state.cache.purge_conversation(&id).await;
                 tracing::warn!(target: "ayra_cache::admin", conversation = id.as_str(), purged = purged.local, shared = ?purged.shared, "purged a conversation");
                 Ok(json_body(&purge_report(purged)))
             }
@@ -123,7 +137,6 @@ fn only(method: &Method, allowed: &Method) -> Result<(), ProxyError> {
 /// The bearer token must hash to `admin.token_sha256`; with none configured, admin is off.
 fn authorize(state: &AdminState, request: &Request<Incoming>) -> Result<(), ProxyError> {
     let expected = state
-        .app
         .live
         .load()
         .admin_token
@@ -140,9 +153,9 @@ fn authorize(state: &AdminState, request: &Request<Incoming>) -> Result<(), Prox
 }
 
 async fn stats(state: &AdminState) -> serde_json::Value {
-    let usage = state.app.cache.usage().await;
-    let totals = state.app.metrics.totals();
-    let shared = match state.app.cache.shared_up() {
+    let usage = state.cache.usage().await;
+    let totals = state.metrics.totals();
+    let shared = match state.cache.shared_up() {
         None => "off",
         Some(true) => "up",
         Some(false) => "down",

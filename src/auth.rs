@@ -6,53 +6,14 @@
 //! proxy's key travels instead, and one partition serves everyone.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use headers::authorization::Bearer;
 use headers::{Authorization, HeaderMapExt};
 use http::{header, HeaderMap, HeaderValue};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Secret, Settings};
+use crate::domain::{Fingerprint, Partition};
 use crate::error::ProxyError;
-
-/// A SHA-256 digest of a credential; the only form of it the cache keeps.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of these bytes.
-    pub fn of(bytes: &[u8]) -> Fingerprint {
-        Fingerprint(Sha256::digest(bytes).into())
-    }
-
-    /// The digest itself (for the snapshot file; never the credential).
-    pub fn digest(&self) -> [u8; 32] {
-        self.0
-    }
-
-    /// A fingerprint from a configured SHA-256 digest.
-    pub fn from_digest(digest: [u8; 32]) -> Fingerprint {
-        Fingerprint(digest)
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({}..)", hex::encode(&self.0[..4]))
-    }
-}
-
-/// Whose cached answers a request may read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Partition {
-    /// Pass-through mode, a request without `Authorization`.
-    Anonymous,
-    /// Pass-through mode, one client credential.
-    Key(Fingerprint),
-    /// Proxy-held key: every client reads the same answers.
-    Shared,
-}
 
 /// What a request carries upstream and which partition it belongs to.
 #[derive(Debug, Clone)]
@@ -130,7 +91,7 @@ impl Authenticator {
 fn token_is_known(headers: &HeaderMap, client_tokens: &HashSet<[u8; 32]>) -> bool {
     headers
         .typed_get::<Authorization<Bearer>>()
-        .map(|bearer| client_tokens.contains(&Fingerprint::of(bearer.token().as_bytes()).0))
+        .map(|bearer| client_tokens.contains(&Fingerprint::of(bearer.token().as_bytes()).digest()))
         .unwrap_or(false)
 }
 
@@ -151,7 +112,7 @@ mod tests {
             key: Secret::new(HeaderValue::from_static("Bearer sk_proxy")),
             client_tokens: tokens
                 .iter()
-                .map(|t| Fingerprint::of(t.as_bytes()).0)
+                .map(|t| Fingerprint::of(t.as_bytes()).digest())
                 .collect(),
             allow_anonymous,
         }
@@ -198,11 +159,5 @@ mod tests {
         let auth = proxy_key(&[], true);
         let ok = auth.credential(&headers(&[])).unwrap();
         assert_eq!(ok.upstream.unwrap(), "Bearer sk_proxy");
-    }
-
-    #[test]
-    fn fingerprints_do_not_show_the_credential() {
-        let printed = format!("{:?}", Fingerprint::of(b"Bearer sk_live_secret"));
-        assert!(!printed.contains("sk_live"));
     }
 }

@@ -1,6 +1,6 @@
 //! The body every answer is sent with: one shared buffer, or a stored body's two parts.
 //!
-//! A cached body is held in two allocations (see [`crate::cache::body`]), and
+//! A cached body is held in two allocations (see [`crate::cache::stored_body`]), and
 //! a HIT sends both without copying them together: hyper writes a body's
 //! chunks with one vectored write on HTTP/1.1 and frames them as usual on
 //! HTTP/2. Every other answer is a single buffer with an empty second part.

@@ -7,40 +7,40 @@ use std::time::Instant;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::access_log::AccessRecord;
+use crate::access_log::Outcome;
 use crate::auth::Credential;
 use crate::body::ResponseBody;
-use crate::cache::coalesce::Role;
+use crate::cache::coalescing::Role;
 use crate::cache::encoding::{negotiate, Encoding};
 use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey};
 use crate::cache::representation::not_modified;
 use crate::cache::status::{CacheResult, CacheStatus};
-use crate::cache::{Failure, FetchOutcome};
-use crate::error::{ProxyError, UpstreamError};
-use crate::handler::AppState;
+use crate::cache::{Failure, FetchError, FetchOutcome, Fetched};
+use crate::domain::ConversationId;
+use crate::error::ProxyError;
 use crate::live::Live;
-use crate::passthrough;
-use crate::route::ConversationId;
-use crate::upstream::{Upstream, UpstreamResponse};
+use crate::state::AppState;
+use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 
-/// Answers a conversation read from the cache, or from one shared upstream fetch.
-pub async fn serve(
+/// Answers a conversation read from the cache, or from one shared upstream
+/// fetch; returns the answer with what the cache and the upstream did.
+pub(crate) async fn serve(
     state: &AppState,
     live: &Live,
     request: Request<Incoming>,
     id: ConversationId,
     credential: Credential,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Outcome {
     let flags = match key::read_flags(request.uri().query()) {
         Ok(flags) => flags,
         Err(reason) => {
-            record.cache = Some(CacheStatus {
+            let bypass = CacheStatus {
                 detail: Some(reason.as_str()),
                 ..CacheStatus::new(CacheResult::Bypass)
-            });
-            return passthrough::forward(state, live, request, &credential, record).await;
+            };
+            let forwarded = state.passthrough.forward(live, request, &credential).await;
+            return forwarded.with_cache(bypass);
         }
     };
     // The body of a read is never used; the headers pick the representation.
@@ -62,19 +62,18 @@ pub async fn serve(
         let refreshing = rules.wants_refresh(&entry, Instant::now())
             && state.cache.refresh(
                 key.clone(),
-                fetcher(&state.upstream, &key, &credential, live),
+                upstream_fetch(&state.upstream, &key, &credential, live),
                 rules,
             );
-        return Ok(hit(&entry, &client, record, refreshing));
+        return hit(&entry, &client, refreshing);
     }
-    let exchange = fetcher(&state.upstream, &key, &credential, live);
+    let fetch = upstream_fetch(&state.upstream, &key, &credential, live);
     let waiting = state.metrics.fetch_waiting();
-    let (outcome, role) = state
-        .cache
-        .fetch(key.clone(), exchange, rules)
-        .await
-        .map_err(|_| ProxyError::Internal)?;
+    let fetched = state.cache.fetch(key.clone(), fetch, rules).await;
     drop(waiting);
+    let Ok((outcome, role)) = fetched else {
+        return Outcome::failed(ProxyError::Internal);
+    };
     if role == Role::Collapsed {
         state.metrics.coalesced_waiter();
     }
@@ -82,34 +81,43 @@ pub async fn serve(
         collapsed: role == Role::Collapsed,
         ..CacheStatus::new(CacheResult::Miss)
     };
+    fetched_outcome(outcome, &client, status)
+}
+
+/// What a request that waited for a fetch gets from its outcome.
+fn fetched_outcome(outcome: FetchOutcome, client: &Client<'_>, status: CacheStatus) -> Outcome {
     match outcome {
-        FetchOutcome::Cached(entry) => Ok(hit(&entry, &client, record, false)),
+        FetchOutcome::Cached(entry) => hit(&entry, client, false),
         FetchOutcome::Shared(entry) => {
-            let response = hit(&entry, &client, record, false);
-            if let Some(status) = record.cache.as_mut() {
-                status.detail = Some("shared");
-                status.collapsed = role == Role::Collapsed;
-            }
-            Ok(response)
+            let shared = hit(&entry, client, false);
+            let cache = shared.cache.map(|hit| CacheStatus {
+                detail: Some("shared"),
+                collapsed: status.collapsed,
+                ..hit
+            });
+            Outcome { cache, ..shared }
         }
-        FetchOutcome::Stale { entry, failure } => stale(&entry, &client, failure, status, record),
-        FetchOutcome::Failed(error) => failed(error, status, record),
+        FetchOutcome::Stale { entry, failure } => stale(&entry, client, failure, status),
+        FetchOutcome::Failed(error) => failed(error, status),
         FetchOutcome::Answered {
             response,
             stored,
             revalidated,
         } => {
-            record.cache = Some(CacheStatus {
+            let cache = CacheStatus {
                 stored: stored.is_ok(),
                 detail: stored.as_ref().err().map(|reason| reason.as_str()),
                 revalidated,
                 ..answered(status, &response)
-            });
-            record.upstream = Some(response.elapsed);
-            Ok(match stored {
+            };
+            let answer = match stored {
                 Ok(entry) => client.stored_miss(&entry, &response),
-                Err(_) => response.to_response(),
-            })
+                Err(_) => as_response(&response),
+            };
+            Outcome {
+                upstream: Some(response.elapsed),
+                ..Outcome::answered(answer).with_cache(cache)
+            }
         }
     }
 }
@@ -169,13 +177,9 @@ impl Client<'_> {
 
     /// The answer that was just stored: as the upstream sent it, with the
     /// entry's ETag, or a 304 when the client already holds it.
-    fn stored_miss(
-        &self,
-        entry: &CachedResponse,
-        upstream: &UpstreamResponse,
-    ) -> Response<ResponseBody> {
+    fn stored_miss(&self, entry: &CachedResponse, upstream: &Fetched) -> Response<ResponseBody> {
         let Some(etag) = entry.etag() else {
-            return upstream.to_response();
+            return as_response(upstream);
         };
         let mut response = if not_modified(self.headers, etag) {
             // A 304 stands for the stored entry: it carries its age, as on a HIT.
@@ -184,7 +188,7 @@ impl Client<'_> {
             response.headers_mut().insert(header::AGE, age);
             response
         } else {
-            let mut response = upstream.to_response();
+            let mut response = as_response(upstream);
             response.headers_mut().insert(header::ETAG, etag.clone());
             response
         };
@@ -216,13 +220,13 @@ fn not_modified_response(etag: &HeaderValue) -> Response<ResponseBody> {
 }
 
 /// The upstream call for `key` (lazy: nothing happens until it is polled),
-/// holding the credential only until it is made.
-fn fetcher(
+/// holding the credential only until it is made, in the cache's terms.
+fn upstream_fetch(
     upstream: &Arc<Upstream>,
     key: &CacheKey,
     credential: &Credential,
     live: &Live,
-) -> impl Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static {
+) -> impl Future<Output = Result<Fetched, FetchError>> + Send + 'static {
     let upstream = Arc::clone(upstream);
     let (id, flags) = (key.id.clone(), key.flags);
     let authorization = credential.upstream.clone();
@@ -231,23 +235,58 @@ fn fetcher(
         upstream
             .get_conversation(&id, flags, authorization.as_ref(), timeout)
             .await
+            .map(fetched)
+            .map_err(fetch_error)
     }
 }
 
+/// The client's answer as the cache takes it (moved, not copied).
+fn fetched(response: UpstreamResponse) -> Fetched {
+    Fetched {
+        status: response.status,
+        headers: response.headers,
+        body: response.body,
+        received_at: response.received_at,
+        received_instant: response.received_instant,
+        elapsed: response.elapsed,
+    }
+}
+
+fn fetch_error(error: UpstreamError) -> FetchError {
+    match error {
+        UpstreamError::Unavailable => FetchError::Unavailable,
+        UpstreamError::Timeout => FetchError::Timeout,
+        UpstreamError::TooLarge => FetchError::TooLarge,
+        UpstreamError::BadResponse => FetchError::BadResponse,
+    }
+}
+
+fn upstream_error(error: FetchError) -> UpstreamError {
+    match error {
+        FetchError::Unavailable => UpstreamError::Unavailable,
+        FetchError::Timeout => UpstreamError::Timeout,
+        FetchError::TooLarge => UpstreamError::TooLarge,
+        FetchError::BadResponse => UpstreamError::BadResponse,
+    }
+}
+
+/// A fetched answer as the client gets it: status, headers and body as received.
+fn as_response(fetched: &Fetched) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(fetched.body.clone()));
+    *response.status_mut() = fetched.status;
+    *response.headers_mut() = fetched.headers.clone();
+    response
+}
+
 /// A HIT, built from the entry's prebuilt parts plus `age`.
-fn hit(
-    entry: &CachedResponse,
-    client: &Client<'_>,
-    record: &mut AccessRecord,
-    refreshing: bool,
-) -> Response<ResponseBody> {
+fn hit(entry: &CachedResponse, client: &Client<'_>, refreshing: bool) -> Outcome {
     let now = Instant::now();
-    record.cache = Some(CacheStatus {
+    let status = CacheStatus {
         ttl: Some(entry.time_to_live(now).as_secs()),
         refreshing,
         ..CacheStatus::new(CacheResult::Hit)
-    });
-    client.response(entry, now)
+    };
+    Outcome::answered(client.response(entry, now)).with_cache(status)
 }
 
 /// A stale entry standing in for a failing upstream, unless it died meanwhile.
@@ -256,45 +295,42 @@ fn stale(
     client: &Client<'_>,
     failure: Failure,
     status: CacheStatus,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Outcome {
     let now = Instant::now();
     let fwd_status = failure.status().map(|status| status.as_u16());
     if entry.freshness(now) == Freshness::Dead {
         return match failure {
-            Failure::Error(error) => failed(error, status, record),
+            Failure::Error(error) => failed(error, status),
             Failure::Answered(response) => {
-                record.cache = Some(CacheStatus {
+                let passed_on = CacheStatus {
                     revalidated: true,
                     ..answered(status, &response)
-                });
-                Ok(response.to_response())
+                };
+                Outcome::answered(as_response(&response)).with_cache(passed_on)
             }
         };
     }
-    record.cache = Some(CacheStatus {
+    let standing_in = CacheStatus {
         result: CacheResult::Stale,
         fwd_status,
         detail: Some("stale-if-error"),
         ..status
-    });
-    Ok(client.response(entry, now))
+    };
+    Outcome::answered(client.response(entry, now)).with_cache(standing_in)
 }
 
-fn failed(
-    error: UpstreamError,
-    status: CacheStatus,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    record.cache = Some(CacheStatus {
+/// The upstream's fault as the client's error, with what the cache did.
+fn failed(error: FetchError, status: CacheStatus) -> Outcome {
+    let error = upstream_error(error);
+    let status = CacheStatus {
         detail: Some(error.as_str()),
         ..status
-    });
-    Err(error.into())
+    };
+    Outcome::failed(error.into()).with_cache(status)
 }
 
 /// `status` with the upstream's status noted when it is not a 200.
-fn answered(status: CacheStatus, response: &UpstreamResponse) -> CacheStatus {
+fn answered(status: CacheStatus, response: &Fetched) -> CacheStatus {
     CacheStatus {
         fwd_status: (response.status != StatusCode::OK).then_some(response.status.as_u16()),
         ..status

@@ -3,43 +3,8 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
-
-/// Why a request could not be answered by the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum UpstreamError {
-    /// The upstream could not be reached (connect refused, DNS, TLS).
-    #[error("upstream unreachable")]
-    Unavailable,
-    /// No whole answer arrived within `upstream.timeout`.
-    #[error("upstream timed out")]
-    Timeout,
-    /// The body was larger than `upstream.max_body`.
-    #[error("upstream response too large")]
-    TooLarge,
-    /// The answer could not be read whole (cut short, malformed head or framing).
-    #[error("upstream answered with an unreadable response")]
-    BadResponse,
-}
-
-impl UpstreamError {
-    /// Every kind, for metrics.
-    pub const ALL: [UpstreamError; 4] = [
-        UpstreamError::Unavailable,
-        UpstreamError::Timeout,
-        UpstreamError::TooLarge,
-        UpstreamError::BadResponse,
-    ];
-
-    /// The short name used in logs and, later, metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamError::Unavailable => "unavailable",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::TooLarge => "too_large",
-            UpstreamError::BadResponse => "bad_response",
-        }
-    }
-}
+use crate::domain::InvalidConversationId;
+use crate::upstream::UpstreamError;
 
 /// Why a client's request could not be read: the client's fault, a 4xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +62,12 @@ pub enum ProxyError {
     /// A bug or an unexpected failure inside the proxy.
     #[error("internal error")]
     Internal,
+}
+
+impl From<InvalidConversationId> for ProxyError {
+    fn from(_: InvalidConversationId) -> Self {
+        ProxyError::InvalidConversationId
+    }
 }
 
 /// How an error is shown to the client.
@@ -246,7 +217,7 @@ impl ProxyError {
 }
 
 /// A response in the API's error shape.
-pub fn error_response(
+pub(crate) fn error_response(
     status: StatusCode,
     kind: &str,
     code: &str,

@@ -7,51 +7,20 @@ use std::time::Instant;
 use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::access_log::AccessRecord;
+use crate::access_log::{AccessRecord, Answered, Outcome};
 use crate::body::ResponseBody;
 use crate::cache::status::{CacheResult, CacheStatus};
-use crate::cache::Cache;
-use crate::config::Settings;
-use crate::error::ProxyError;
-use crate::live::{self, LiveSettings};
-use crate::metrics::Metrics;
-use crate::passthrough::BodyLimits;
-use crate::route::{self, ConversationId, Route};
-use crate::server::Respond;
-use crate::upstream::Upstream;
-use crate::{conversation, passthrough};
+use crate::conversation;
+use crate::domain::ConversationId;
+use crate::error::{ClientError, ProxyError};
+use crate::live::Live;
+use crate::metrics::{CacheLabel, RouteLabel};
+use crate::route::{self, Route, RouteKind};
+use crate::server::{HeadRefusal, Respond};
+use crate::state::AppState;
 
 /// The longest request target accepted (SPEC section 6).
 const MAX_TARGET_BYTES: usize = 8 * 1024;
-
-/// What every request shares.
-pub struct AppState {
-    /// The settings that change on reload, swapped as one value.
-    pub live: LiveSettings,
-    pub upstream: Arc<Upstream>,
-    pub cache: Cache,
-    pub metrics: Arc<Metrics>,
-    /// Bounds on reading a forwarded request's body (fixed at start).
-    pub request_body: BodyLimits,
-}
-
-impl AppState {
-    /// The state the settings describe: an empty cache and an idle client pool.
-    pub fn new(settings: &Settings) -> AppState {
-        let metrics = Arc::new(Metrics::new());
-        AppState {
-            live: live::hold(settings),
-            upstream: Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics))),
-            cache: Cache::new(
-                &settings.cache,
-                settings.shared.as_ref(),
-                Arc::clone(&metrics),
-            ),
-            metrics,
-            request_body: BodyLimits::from(&settings.server),
-        }
-    }
-}
 
 impl Respond for AppState {
     fn respond(
@@ -60,43 +29,59 @@ impl Respond for AppState {
     ) -> impl Future<Output = Response<ResponseBody>> + Send {
         handle(self, request)
     }
+
+    fn refuse(&self, refusal: HeadRefusal) -> Response<ResponseBody> {
+        refused_head(refusal)
+    }
 }
 
-/// Answers one request and logs it once; never fails.
+/// The 400 for a head the transport refused, in the API's error shape.
+pub fn refused_head(refusal: HeadRefusal) -> Response<ResponseBody> {
+    match refusal {
+        HeadRefusal::BareLineFeed => ProxyError::from(ClientError::BareLineFeed).into_response(),
+    }
+}
+
+/// Answers one request; from what its route did, writes `x-cache` and
+/// `cache-status`, the access event and the request metrics, once. Never fails.
 pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
-    let mut record = AccessRecord::start(&request);
-    let mut response = match route(&state, request, &mut record).await {
-        Ok(response) => response,
+    let record = AccessRecord::start(&request);
+    let (route, outcome) = route(&state, request).await;
+    let (mut response, error) = match outcome.answer {
+        Ok(response) => (response, None),
         Err(error) => {
-            record.error = Some(error.code());
-            error.into_response()
+            let code = error.code();
+            (error.into_response(), Some(code))
         }
     };
-    record.decorate(&mut response);
+    record.decorate(&mut response, outcome.cache.as_ref());
     let latency = started.elapsed();
-    record.emit(response.status(), latency);
+    record.emit(&Answered {
+        route,
+        status: response.status(),
+        cache: outcome.cache,
+        upstream: outcome.upstream,
+        error,
+        latency,
+    });
     state.metrics.request(
-        record.route,
-        record.cache.map(|status| status.result),
+        route_label(route),
+        cache_label(outcome.cache.map(|status| status.result)),
         response.status().as_u16(),
         latency,
     );
     response
 }
 
-/// Sends the request down its route.
-async fn route(
-    state: &AppState,
-    request: Request<Incoming>,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
+/// Sends the request down its route: the kind of route taken, and what it did.
+async fn route(state: &AppState, request: Request<Incoming>) -> (RouteKind, Outcome) {
     let target_len = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if target_len > MAX_TARGET_BYTES {
-        return Err(ProxyError::UriTooLong);
+        return (RouteKind::Other, Outcome::failed(ProxyError::UriTooLong));
     }
 
     // Only the path decides: an absolute-form target's host is never used.
@@ -106,28 +91,66 @@ async fn route(
     // One consistent set of live settings for the whole request.
     let live = state.live.load_full();
     let route = route::classify(path);
-    record.route = route.kind();
-    match route {
-        Route::Health if is_read(request.method()) => Ok(health()),
+    let kind = route.kind();
+    let outcome = match route {
+        Route::Health if is_read(request.method()) => Ok(Outcome::answered(health())),
         Route::Health | Route::NotFound => Err(ProxyError::NotFound),
-        Route::Conversation(raw_id) => {
-            let credential = live.auth.credential(request.headers())?;
-            let id = ConversationId::parse(raw_id)?;
-            if is_read(request.method()) {
-                conversation::serve(state, &live, request, id, credential, record).await
-            } else {
-                refuse_unforwardable_method(request.method())?;
-                record.cache = Some(CacheStatus::new(CacheResult::Bypass));
-                passthrough::forward(state, &live, request, &credential, record).await
-            }
-        }
-        Route::PassThrough => {
-            refuse_unforwardable_method(request.method())?;
-            let credential = live.auth.credential(request.headers())?;
-            route::check_forwardable(path)?;
-            record.cache = Some(CacheStatus::new(CacheResult::Bypass));
-            passthrough::forward(state, &live, request, &credential, record).await
-        }
+        Route::Conversation(raw_id) => conversation_route(state, &live, request, raw_id).await,
+        Route::PassThrough => pass_through_route(state, &live, request, path).await,
+    };
+    (kind, outcome.unwrap_or_else(Outcome::failed))
+}
+
+/// `/v1/conversations/{id}`: a read takes the cached route, anything else is forwarded.
+async fn conversation_route(
+    state: &AppState,
+    live: &Live,
+    request: Request<Incoming>,
+    raw_id: &str,
+) -> Result<Outcome, ProxyError> {
+    let credential = live.auth.credential(request.headers())?;
+    let id = ConversationId::parse(raw_id)?;
+    if is_read(request.method()) {
+        Ok(conversation::serve(state, live, request, id, credential).await)
+    } else {
+        refuse_unforwardable_method(request.method())?;
+        let forwarded = state.passthrough.forward(live, request, &credential).await;
+        Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
+    }
+}
+
+/// Any other path under `/v1/`: forwarded, never cached.
+async fn pass_through_route(
+    state: &AppState,
+    live: &Live,
+    request: Request<Incoming>,
+    path: &str,
+) -> Result<Outcome, ProxyError> {
+    refuse_unforwardable_method(request.method())?;
+    let credential = live.auth.credential(request.headers())?;
+    route::check_forwardable(path)?;
+    let forwarded = state.passthrough.forward(live, request, &credential).await;
+    Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
+}
+
+/// The `route` label of a request.
+fn route_label(route: RouteKind) -> RouteLabel {
+    match route {
+        RouteKind::Conversation => RouteLabel::Conversation,
+        RouteKind::PassThrough => RouteLabel::PassThrough,
+        RouteKind::Health => RouteLabel::Health,
+        RouteKind::Other => RouteLabel::Other,
+    }
+}
+
+/// The `cache` label of a request.
+fn cache_label(cache: Option<CacheResult>) -> CacheLabel {
+    match cache {
+        Some(CacheResult::Hit) => CacheLabel::Hit,
+        Some(CacheResult::Miss) => CacheLabel::Miss,
+        Some(CacheResult::Bypass) => CacheLabel::Bypass,
+        Some(CacheResult::Stale) => CacheLabel::Stale,
+        None => CacheLabel::None,
     }
 }
 

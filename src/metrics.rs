@@ -1,9 +1,13 @@
-//! Prometheus metrics: every counter, histogram and gauge the proxy exports, and their text encoding.
+//! Prometheus metrics: the registry every part's series are in, the request and upstream series, and their text encoding.
 //!
-//! Series on the request path are resolved once at start into arrays indexed
-//! by typed labels, so counting a request is an atomic add with no lookup.
-//! Labels are low-cardinality: never an id, never a credential.
+//! Parts hand plain labels (`&'static str` names, or the label enums here)
+//! and never their own types; a part with series of its own registers them
+//! with [`Metrics::register`]. Series on the request path are resolved once
+//! at start into arrays indexed by typed labels, so counting a request is an
+//! atomic add with no lookup. Labels are low-cardinality: never an id,
+//! never a credential.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,60 +15,76 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
-use crate::cache::policy::NoStoreReason;
-use crate::cache::shared::SharedMetrics;
-use crate::cache::status::CacheResult;
-use crate::cache::Usage;
-use crate::error::UpstreamError;
-use crate::route::RouteKind;
-
-/// The `cache` label of a request: what the cache did, or `none`.
-const CACHE_LABELS: [&str; 5] = ["hit", "miss", "bypass", "stale", "none"];
-const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
-
-/// Why an entry left the cache.
+/// The `route` label of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvictionCause {
-    /// Its lifetime ended.
-    Lifetime,
-    /// The byte bound needed the room.
-    Size,
-    /// An operator purged it.
-    Purge,
-    /// A newer answer took its place.
-    Replaced,
+pub(crate) enum RouteLabel {
+    Conversation = 0,
+    PassThrough = 1,
+    Health = 2,
+    Other = 3,
 }
 
-impl EvictionCause {
-    /// The `cause` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EvictionCause::Lifetime => "lifetime",
-            EvictionCause::Size => "size",
-            EvictionCause::Purge => "purge",
-            EvictionCause::Replaced => "replaced",
-        }
-    }
-}
+impl RouteLabel {
+    /// Every value, in index order.
+    const ALL: [RouteLabel; 4] = [
+        RouteLabel::Conversation,
+        RouteLabel::PassThrough,
+        RouteLabel::Health,
+        RouteLabel::Other,
+    ];
 
-/// How an upstream exchange ended, for its duration histogram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamOutcome {
-    Ok,
-    Error,
-    Timeout,
-}
-
-impl UpstreamOutcome {
     fn as_str(self) -> &'static str {
         match self {
-            UpstreamOutcome::Ok => "ok",
-            UpstreamOutcome::Error => "error",
-            UpstreamOutcome::Timeout => "timeout",
+            RouteLabel::Conversation => "conversation",
+            RouteLabel::PassThrough => "passthrough",
+            RouteLabel::Health => "health",
+            RouteLabel::Other => "other",
         }
     }
+}
+
+/// The `cache` label of a request: what the cache did, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheLabel {
+    Hit = 0,
+    Miss = 1,
+    Bypass = 2,
+    Stale = 3,
+    None = 4,
+}
+
+impl CacheLabel {
+    /// Every value, in index order.
+    const ALL: [CacheLabel; 5] = [
+        CacheLabel::Hit,
+        CacheLabel::Miss,
+        CacheLabel::Bypass,
+        CacheLabel::Stale,
+        CacheLabel::None,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CacheLabel::Hit => "hit",
+            CacheLabel::Miss => "miss",
+            CacheLabel::Bypass => "bypass",
+            CacheLabel::Stale => "stale",
+            CacheLabel::None => "none",
+        }
+    }
+}
+
+const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// An upstream exchange that failed, as its series label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFault {
+    /// The `kind` label (`unavailable`, `timeout`, ...).
+    pub kind: &'static str,
+    /// It ran out of time: the `timeout` outcome rather than `error`.
+    pub timed_out: bool,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,7 +95,7 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CacheLabel {
+struct CacheLabelSet {
     cache: &'static str,
 }
 
@@ -105,7 +125,7 @@ struct CauseLabel {
 }
 
 type RequestCounters =
-    [[[Counter; STATUS_CLASSES.len()]; CACHE_LABELS.len()]; RouteKind::ALL.len()];
+    [[[Counter; STATUS_CLASSES.len()]; CacheLabel::ALL.len()]; RouteLabel::ALL.len()];
 
 /// One request counted in `ayra_cache_fetch_waiting` while it lives.
 pub struct FetchWaiting(Gauge);
@@ -118,11 +138,14 @@ impl Drop for FetchWaiting {
 
 /// Every metric the proxy exports.
 pub struct Metrics {
-    registry: Registry,
+    /// Locked only to register a series and to encode them all.
+    registry: Mutex<Registry>,
     requests: RequestCounters,
-    request_duration: [Histogram; CACHE_LABELS.len()],
+    request_duration: [Histogram; CacheLabel::ALL.len()],
     upstream_duration: Family<OutcomeLabel, Histogram, fn() -> Histogram>,
     upstream_errors: Family<KindLabel, Counter>,
+    /// Every upstream fault, whatever its kind (for the totals; not exported).
+    upstream_faults: Counter,
     coalesced_waiters: Counter,
     fetch_waiting: Gauge,
     stores: Counter,
@@ -132,8 +155,6 @@ pub struct Metrics {
     entries: Gauge,
     bytes: Gauge,
     started: Instant,
-    /// The shared tier's series (zero without `[shared]`).
-    pub shared: std::sync::Arc<SharedMetrics>,
 }
 
 /// Latency buckets from 50 µs to about 13 s.
@@ -152,24 +173,27 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("ayra_cache");
         let request_family = Family::<RequestLabels, Counter>::default();
-        let requests = RouteKind::ALL.map(|route| {
-            std::array::from_fn(|cache| {
-                std::array::from_fn(|status| {
+        let requests = RouteLabel::ALL.map(|route| {
+            CacheLabel::ALL.map(|cache| {
+                STATUS_CLASSES.map(|status| {
                     request_family.get_or_create_owned(&RequestLabels {
                         route: route.as_str(),
-                        cache: CACHE_LABELS[cache],
-                        status: STATUS_CLASSES[status],
+                        cache: cache.as_str(),
+                        status,
                     })
                 })
             })
         });
         registry.register("requests", "Requests answered", request_family);
         let duration_family =
-            Family::<CacheLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            Family::<CacheLabelSet, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
             );
-        let request_duration =
-            CACHE_LABELS.map(|cache| duration_family.get_or_create_owned(&CacheLabel { cache }));
+        let request_duration = CacheLabel::ALL.map(|cache| {
+            duration_family.get_or_create_owned(&CacheLabelSet {
+                cache: cache.as_str(),
+            })
+        });
         registry.register(
             "request_duration_seconds",
             "Time to answer a request, by cache result",
@@ -180,6 +204,7 @@ impl Metrics {
             request_duration,
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
+            upstream_faults: Counter::default(),
             coalesced_waiters: Counter::default(),
             fetch_waiting: Gauge::default(),
             stores: Counter::default(),
@@ -189,14 +214,15 @@ impl Metrics {
             entries: Gauge::default(),
             bytes: Gauge::default(),
             started: Instant::now(),
-            shared: Default::default(),
-            registry,
+            registry: Mutex::new(registry),
         };
-        metrics.register_the_rest()
+        metrics.register_the_rest();
+        metrics
     }
 
-    fn register_the_rest(mut self) -> Metrics {
-        let r = &mut self.registry;
+    fn register_the_rest(&self) {
+        let mut registry = self.registry();
+        let r = &mut *registry;
         r.register(
             "upstream_request_duration_seconds",
             "Upstream exchanges, by outcome",
@@ -239,42 +265,47 @@ impl Metrics {
             "Bytes held, by the cache's weigher",
             self.bytes.clone(),
         );
-        self.shared = std::sync::Arc::new(SharedMetrics::register(r));
-        self
+    }
+
+    /// Adds a part's own series to what is exported.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry().register(name, help, metric);
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Registering never leaves the registry half-updated.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Counts one answered request.
-    pub fn request(
+    pub(crate) fn request(
         &self,
-        route: RouteKind,
-        cache: Option<CacheResult>,
+        route: RouteLabel,
+        cache: CacheLabel,
         status: u16,
         latency: Duration,
     ) {
-        let cache = cache_index(cache);
         let class = usize::from(status.clamp(200, 599) / 100 - 2);
-        self.requests[route as usize][cache][class].inc();
-        self.request_duration[cache].observe(latency.as_secs_f64());
+        self.requests[route as usize][cache as usize][class].inc();
+        self.request_duration[cache as usize].observe(latency.as_secs_f64());
     }
 
     /// Times one upstream exchange, and counts it when it failed.
-    pub fn upstream(&self, elapsed: Duration, result: Result<(), UpstreamError>) {
-        let outcome = match result {
-            Ok(()) => UpstreamOutcome::Ok,
-            Err(UpstreamError::Timeout) => UpstreamOutcome::Timeout,
-            Err(_) => UpstreamOutcome::Error,
+    pub fn upstream(&self, elapsed: Duration, fault: Option<UpstreamFault>) {
+        let outcome = match fault {
+            None => "ok",
+            Some(fault) if fault.timed_out => "timeout",
+            Some(_) => "error",
         };
         self.upstream_duration
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            })
+            .get_or_create(&OutcomeLabel { outcome })
             .observe(elapsed.as_secs_f64());
-        if let Err(error) = result {
+        if let Some(fault) = fault {
+            let kind = fault.kind;
             self.upstream_errors
-                .get_or_create(&KindLabel {
-                    kind: error.as_str(),
-                })
+                .get_or_create(&KindLabel { kind })
                 .inc();
+            self.upstream_faults.inc();
         }
     }
 
@@ -290,42 +321,26 @@ impl Metrics {
         FetchWaiting(self.fetch_waiting.clone())
     }
 
-    /// An answer was stored, or refused for `reason`.
-    pub fn store_decision(&self, refused: Option<NoStoreReason>) {
-        match refused {
-            None => {
-                self.stores.inc();
-            }
-            Some(reason) => {
-                self.store_refusals
-                    .get_or_create(&ReasonLabel {
-                        reason: reason.as_str(),
-                    })
-                    .inc();
-            }
-        }
+    /// An answer was stored.
+    pub fn stored(&self) {
+        self.stores.inc();
     }
 
-    /// An entry left the cache.
-    pub fn eviction(&self, cause: EvictionCause) {
-        self.evictions
-            .get_or_create(&CauseLabel {
-                cause: cause.as_str(),
-            })
+    /// An answer was not stored, for `reason` (the `reason` label).
+    pub fn store_refused(&self, reason: &'static str) {
+        self.store_refusals
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 
-    /// A background refresh got an answer: stored, or not storable.
-    pub fn refresh(&self, stored: bool) {
-        let result = if stored { "stored" } else { "not_stored" };
+    /// An entry left the cache, for `cause` (the `cause` label).
+    pub fn eviction(&self, cause: &'static str) {
+        self.evictions.get_or_create(&CauseLabel { cause }).inc();
+    }
+
+    /// A background refresh ended with `result` (the `result` label).
+    pub fn refresh(&self, result: &'static str) {
         self.refreshes.get_or_create(&ResultLabel { result }).inc();
-    }
-
-    /// A background refresh failed upstream.
-    pub fn refresh_failed(&self) {
-        self.refreshes
-            .get_or_create(&ResultLabel { result: "error" })
-            .inc();
     }
 
     /// The running totals an operator reads first.
@@ -337,31 +352,22 @@ impl Metrics {
                 .map(Counter::get)
                 .sum()
         };
-        let mut upstream_errors = 0;
-        for kind in UpstreamError::ALL {
-            if let Some(counter) = self.upstream_errors.get(&KindLabel {
-                kind: kind.as_str(),
-            }) {
-                upstream_errors += counter.get();
-            }
-        }
         Totals {
-            hits: sum_cache(cache_index(Some(CacheResult::Hit))),
-            misses: sum_cache(cache_index(Some(CacheResult::Miss))),
-            upstream_errors,
+            hits: sum_cache(CacheLabel::Hit as usize),
+            misses: sum_cache(CacheLabel::Miss as usize),
+            upstream_errors: self.upstream_faults.get(),
             uptime: self.started.elapsed(),
         }
     }
 
-    /// The Prometheus text exposition, with the gauges read from `usage`.
-    pub fn encode(&self, usage: Usage) -> String {
-        self.entries
-            .set(i64::try_from(usage.entries).unwrap_or(i64::MAX));
-        self.bytes
-            .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
+    /// The Prometheus text exposition, with the cache's `entries` and
+    /// `bytes` gauges as given.
+    pub fn encode(&self, entries: u64, bytes: u64) -> String {
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
         text
     }
 }
@@ -387,16 +393,6 @@ impl Totals {
     }
 }
 
-fn cache_index(cache: Option<CacheResult>) -> usize {
-    match cache {
-        Some(CacheResult::Hit) => 0,
-        Some(CacheResult::Miss) => 1,
-        Some(CacheResult::Bypass) => 2,
-        Some(CacheResult::Stale) => 3,
-        None => 4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,13 +401,10 @@ mod tests {
     fn requests_are_counted_by_route_cache_and_status_class() {
         let metrics = Metrics::new();
         let ms = Duration::from_millis(1);
-        metrics.request(RouteKind::Conversation, Some(CacheResult::Hit), 200, ms);
-        metrics.request(RouteKind::Conversation, Some(CacheResult::Miss), 404, ms);
-        metrics.request(RouteKind::Other, None, 404, ms);
-        let text = metrics.encode(Usage {
-            entries: 3,
-            bytes: 42,
-        });
+        metrics.request(RouteLabel::Conversation, CacheLabel::Hit, 200, ms);
+        metrics.request(RouteLabel::Conversation, CacheLabel::Miss, 404, ms);
+        metrics.request(RouteLabel::Other, CacheLabel::None, 404, ms);
+        let text = metrics.encode(3, 42);
         assert!(text.contains(
             "ayra_cache_requests_total{route=\"conversation\",cache=\"hit\",status=\"2xx\"} 1"
         ));
@@ -429,17 +422,18 @@ mod tests {
     }
 
     #[test]
-    fn upstream_faults_and_store_decisions_are_labelled() {
+    fn upstream_faults_and_cache_events_are_labelled() {
         let metrics = Metrics::new();
-        metrics.upstream(Duration::from_millis(5), Err(UpstreamError::Timeout));
-        metrics.upstream(Duration::from_millis(5), Ok(()));
-        metrics.store_decision(Some(NoStoreReason::InProgress));
-        metrics.store_decision(None);
-        metrics.eviction(EvictionCause::Size);
-        let text = metrics.encode(Usage {
-            entries: 0,
-            bytes: 0,
-        });
+        let timeout = UpstreamFault {
+            kind: "timeout",
+            timed_out: true,
+        };
+        metrics.upstream(Duration::from_millis(5), Some(timeout));
+        metrics.upstream(Duration::from_millis(5), None);
+        metrics.store_refused("in_progress");
+        metrics.stored();
+        metrics.eviction("size");
+        let text = metrics.encode(0, 0);
         assert!(text.contains("ayra_cache_upstream_errors_total{kind=\"timeout\"} 1"));
         assert!(text
             .contains("ayra_cache_upstream_request_duration_seconds_count{outcome=\"timeout\"} 1"));
@@ -447,5 +441,16 @@ mod tests {
         assert!(text.contains("ayra_cache_stores_total 1"));
         assert!(text.contains("ayra_cache_evictions_total{cause=\"size\"} 1"));
         assert_eq!(metrics.totals().upstream_errors, 1);
+    }
+
+    #[test]
+    fn a_part_registers_series_of_its_own() {
+        let metrics = Metrics::new();
+        let own = Counter::<u64>::default();
+        metrics.register("parts_own", "A part's own series", own.clone());
+        own.inc();
+        assert!(metrics
+            .encode(0, 0)
+            .contains("ayra_cache_parts_own_total 1"));
     }
 }

@@ -8,21 +8,21 @@
 //! taken: a client trickling its body holds only its own connection, and an
 //! unreadable body is the client's 4xx, never an upstream exchange.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, Response};
+use http::{header, Request};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
-use crate::access_log::AccessRecord;
+use crate::access_log::Outcome;
 use crate::auth::Credential;
-use crate::body::ResponseBody;
 use crate::config::ServerSettings;
 use crate::error::{ClientError, ProxyError};
-use crate::handler::AppState;
 use crate::hop_by_hop;
 use crate::live::Live;
+use crate::upstream::{Upstream, UpstreamResponse};
 
 /// The bounds on reading a forwarded request's body.
 #[derive(Debug, Clone, Copy)]
@@ -42,38 +42,68 @@ impl From<&ServerSettings> for BodyLimits {
     }
 }
 
-/// Forwards `request` and answers with whatever the upstream said. Never cached.
-pub async fn forward(
-    state: &AppState,
-    live: &Live,
-    request: Request<Incoming>,
-    credential: &Credential,
-    record: &mut AccessRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let (mut parts, body) = request.into_parts();
-    let body = read_body(body, state.request_body).await?;
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    let uri = format!("{}{}", state.upstream.base_url(), path_and_query);
-    hop_by_hop::strip(&mut parts.headers);
-    parts.headers.remove(header::HOST);
-    parts.headers.remove(header::AUTHORIZATION);
-    if let Some(credential) = &credential.upstream {
-        parts
-            .headers
-            .insert(header::AUTHORIZATION, credential.clone());
+/// The pass-through route: the upstream client, and the bounds on reading
+/// a forwarded body.
+pub struct PassThrough {
+    upstream: Arc<Upstream>,
+    body_limits: BodyLimits,
+}
+
+impl PassThrough {
+    pub fn new(upstream: Arc<Upstream>, body_limits: BodyLimits) -> PassThrough {
+        PassThrough {
+            upstream,
+            body_limits,
+        }
     }
-    let body = Full::new(body).map_err(|never| match never {}).boxed();
-    let mut outgoing = Request::new(body);
-    *outgoing.method_mut() = parts.method;
-    *outgoing.uri_mut() = uri.parse().map_err(|_| ProxyError::InvalidPath)?;
-    *outgoing.headers_mut() = parts.headers;
-    let response = state.upstream.send(outgoing, live.upstream_timeout).await?;
-    record.upstream = Some(response.elapsed);
-    Ok(response.to_response())
+
+    /// Forwards `request` and answers with whatever the upstream said, and
+    /// how long it took. Never cached.
+    pub(crate) async fn forward(
+        &self,
+        live: &Live,
+        request: Request<Incoming>,
+        credential: &Credential,
+    ) -> Outcome {
+        match self.exchange(live, request, credential).await {
+            Ok(response) => Outcome {
+                upstream: Some(response.elapsed),
+                ..Outcome::answered(response.to_response())
+            },
+            Err(error) => Outcome::failed(error),
+        }
+    }
+
+    /// The upstream's whole answer to the forwarded request.
+    async fn exchange(
+        &self,
+        live: &Live,
+        request: Request<Incoming>,
+        credential: &Credential,
+    ) -> Result<UpstreamResponse, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let body = read_body(body, self.body_limits).await?;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let uri = format!("{}{}", self.upstream.base_url(), path_and_query);
+        hop_by_hop::strip(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        parts.headers.remove(header::AUTHORIZATION);
+        if let Some(credential) = &credential.upstream {
+            parts
+                .headers
+                .insert(header::AUTHORIZATION, credential.clone());
+        }
+        let body = Full::new(body).map_err(|never| match never {}).boxed();
+        let mut outgoing = Request::new(body);
+        *outgoing.method_mut() = parts.method;
+        *outgoing.uri_mut() = uri.parse().map_err(|_| ProxyError::InvalidPath)?;
+        *outgoing.headers_mut() = parts.headers;
+        Ok(self.upstream.send(outgoing, live.upstream_timeout).await?)
+    }
 }
 
 /// The whole request body, or the client's fault: too large (a declared

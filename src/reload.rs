@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use crate::cache::lifetime_cap;
 use crate::config::Settings;
-use crate::handler::AppState;
-use crate::live::Live;
+use crate::live::{Live, LiveSettings};
 use crate::server::tls::CertResolver;
 use crate::telemetry::LogLevel;
 
 /// Applies new settings to a running proxy.
 pub struct Reloader {
-    state: Arc<AppState>,
+    live: Arc<LiveSettings>,
     /// The settings the proxy started with: keys that need a restart keep these.
     started: Settings,
     tls: Option<Arc<CertResolver>>,
@@ -24,42 +23,39 @@ pub struct Reloader {
 pub struct ReloadReport {
     /// Changed keys that only a restart applies; they keep their old values.
     pub needs_restart: Vec<&'static str>,
-    /// Set when the new certificate pair was refused (the old one keeps serving).
-    pub tls_error: Option<String>,
     /// Set when the new log level was refused (the old one stays).
     pub log_error: Option<String>,
 }
 
 impl Reloader {
     pub(crate) fn new(
-        state: Arc<AppState>,
+        live: Arc<LiveSettings>,
         started: Settings,
         tls: Option<Arc<CertResolver>>,
         log_level: Option<LogLevel>,
     ) -> Reloader {
         Reloader {
-            state,
+            live,
             started,
             tls,
             log_level,
         }
     }
 
-    /// Applies `new` (already validated): the live settings are swapped in
-    /// one step, the certificate and log level follow.
+    /// Applies `new` (already validated, its certificate pair parsed): the
+    /// live settings are swapped in one step, the certificate and log level
+    /// follow.
     pub fn apply(&self, new: &Settings) -> ReloadReport {
-        self.state.live.store(Arc::new(Live::from_settings(new)));
-        let tls_error = match (&self.tls, &new.server.tls) {
-            (Some(resolver), Some(tls)) => resolver.reload(tls).err().map(|e| e.to_string()),
-            _ => None,
-        };
+        self.live.store(Arc::new(Live::from_settings(new)));
+        if let (Some(resolver), Some(tls)) = (&self.tls, &new.server.tls) {
+            resolver.replace(Arc::clone(&tls.pair));
+        }
         let log_error = self
             .log_level
             .as_ref()
             .and_then(|log| log.set(&new.log.level).err());
         ReloadReport {
             needs_restart: restart_keys(&self.started, new),
-            tls_error,
             log_error,
         }
     }
@@ -126,9 +122,6 @@ pub async fn on_sighup(reloader: Reloader, path: PathBuf) {
 }
 
 fn log_report(report: &ReloadReport) {
-    if let Some(error) = &report.tls_error {
-        tracing::error!(%error, "new TLS certificate refused: the old one keeps serving");
-    }
     if let Some(error) = &report.log_error {
         tracing::error!(%error, "new log level refused");
     }

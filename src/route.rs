@@ -1,8 +1,5 @@
 //! Which route a request path takes, and the conversation id check.
 
-use std::fmt;
-use std::sync::Arc;
-
 use crate::error::ProxyError;
 
 const CONVERSATIONS: &str = "/v1/conversations/";
@@ -22,7 +19,7 @@ pub enum Route<'a> {
 
 impl Route<'_> {
     /// The kind of route, for logs and metrics.
-    pub fn kind(&self) -> RouteKind {
+    pub(crate) fn kind(&self) -> RouteKind {
         match self {
             Route::Health => RouteKind::Health,
             Route::Conversation(_) => RouteKind::Conversation,
@@ -34,24 +31,16 @@ impl Route<'_> {
 
 /// A route without its data: the `route` label of logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
-    Conversation = 0,
-    PassThrough = 1,
-    Health = 2,
-    Other = 3,
+pub(crate) enum RouteKind {
+    Conversation,
+    PassThrough,
+    Health,
+    Other,
 }
 
 impl RouteKind {
-    /// Every kind, in label order.
-    pub const ALL: [RouteKind; 4] = [
-        RouteKind::Conversation,
-        RouteKind::PassThrough,
-        RouteKind::Health,
-        RouteKind::Other,
-    ];
-
     /// The low-cardinality name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RouteKind::Conversation => "conversation",
             RouteKind::PassThrough => "passthrough",
@@ -71,37 +60,6 @@ pub fn classify(path: &str) -> Route<'_> {
         Route::PassThrough
     } else {
         Route::NotFound
-    }
-}
-
-/// A conversation id known to match `[A-Za-z0-9_-]{1,128}`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ConversationId(Arc<str>);
-
-impl ConversationId {
-    /// Checks the id as it appears in the path: no decoding, so `%2F`, dots
-    /// and slashes are all refused.
-    pub fn parse(raw: &str) -> Result<ConversationId, ProxyError> {
-        let valid = (1..=128).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if valid {
-            Ok(ConversationId(Arc::from(raw)))
-        } else {
-            Err(ProxyError::InvalidConversationId)
-        }
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ConversationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -142,32 +100,6 @@ mod tests {
         assert_eq!(classify("/"), Route::NotFound);
         assert_eq!(classify("/healthz/"), Route::NotFound);
         assert_eq!(classify("/v2/conversations/abc"), Route::NotFound);
-    }
-
-    #[test]
-    fn ids_are_checked_as_written() {
-        for good in ["conv_abc123xyz789", "a", "A-Z_0-9", &"x".repeat(128)] {
-            assert!(ConversationId::parse(good).is_ok(), "{good}");
-        }
-        let long = "x".repeat(129);
-        for bad in [
-            "",
-            "a/b",
-            "a.b",
-            "..",
-            "a%2Fb",
-            "a%41",
-            "é",
-            "a b",
-            "a+b",
-            long.as_str(),
-        ] {
-            assert_eq!(
-                ConversationId::parse(bad),
-                Err(ProxyError::InvalidConversationId),
-                "{bad}"
-            );
-        }
     }
 
     #[test]

@@ -5,21 +5,26 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::handler::AppState;
-use crate::metrics::Totals;
+use crate::cache::Cache;
+use crate::metrics::{Metrics, Totals};
 
 /// Logs a summary every `interval` until `stop` changes.
-pub async fn run(state: Arc<AppState>, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    metrics: Arc<Metrics>,
+    cache: Arc<Cache>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.tick().await;
-    let mut last = state.metrics.totals();
+    let mut last = metrics.totals();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stop.changed() => return,
         }
-        let now = state.metrics.totals();
-        let usage = state.cache.usage().await;
+        let now = metrics.totals();
+        let usage = cache.usage().await;
         let window = since(&last, &now);
         tracing::info!(
             target: "ayra_cache::summary",

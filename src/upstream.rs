@@ -21,38 +21,81 @@ use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
 use crate::body::ResponseBody;
-use crate::cache::key::Flags;
 use crate::config::UpstreamSettings;
-use crate::error::UpstreamError;
+use crate::domain::{ConversationId, Flags};
 use crate::hop_by_hop;
-use crate::metrics::Metrics;
-use crate::route::ConversationId;
+use crate::metrics::{Metrics, UpstreamFault};
+
+/// Why a request could not be answered by the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream could not be reached (connect refused, DNS, TLS).
+    #[error("upstream unreachable")]
+    Unavailable,
+    /// No whole answer arrived within `upstream.timeout`.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The body was larger than `upstream.max_body`.
+    #[error("upstream response too large")]
+    TooLarge,
+    /// The answer could not be read whole (cut short, malformed head or framing).
+    #[error("upstream answered with an unreadable response")]
+    BadResponse,
+}
+
+impl UpstreamError {
+    /// Every kind, for metrics.
+    pub const ALL: [UpstreamError; 4] = [
+        UpstreamError::Unavailable,
+        UpstreamError::Timeout,
+        UpstreamError::TooLarge,
+        UpstreamError::BadResponse,
+    ];
+
+    /// How its series label it.
+    pub fn fault(self) -> UpstreamFault {
+        UpstreamFault {
+            kind: self.as_str(),
+            timed_out: self == UpstreamError::Timeout,
+        }
+    }
+
+    /// The short name used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamError::Unavailable => "unavailable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::TooLarge => "too_large",
+            UpstreamError::BadResponse => "bad_response",
+        }
+    }
+}
 
 /// The body type of requests sent upstream.
-pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+pub(crate) type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
 /// The `user-agent` the proxy sends on the cached route.
 const USER_AGENT: &str = concat!("ayra-cache/", env!("CARGO_PKG_VERSION"));
 
 /// A whole upstream answer, read under the limits.
 #[derive(Debug, Clone)]
-pub struct UpstreamResponse {
-    pub status: StatusCode,
+pub(crate) struct UpstreamResponse {
+    pub(crate) status: StatusCode,
     /// The upstream's headers, hop-by-hop ones removed.
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
     /// Local wall-clock time the answer was read whole.
-    pub received_at: SystemTime,
+    pub(crate) received_at: SystemTime,
     /// The same moment on the monotonic clock.
-    pub received_instant: Instant,
+    pub(crate) received_instant: Instant,
     /// Time the exchange took, waiting for a slot included.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 impl UpstreamResponse {
     /// The answer as the client gets it: status, headers (hop-by-hop ones
     /// already gone) and body, as received.
-    pub fn to_response(&self) -> Response<ResponseBody> {
+    pub(crate) fn to_response(&self) -> Response<ResponseBody> {
         let mut response = Response::new(ResponseBody::from(self.body.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers.clone();
@@ -79,7 +122,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client for the configured upstream.
-    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Upstream {
+    pub(crate) fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Upstream {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
@@ -111,14 +154,14 @@ impl Upstream {
     }
 
     /// The configured base URL, without a trailing `/`.
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         &self.base_url
     }
 
     /// `GET {base_url}/v1/conversations/{id}` with every flag written out,
     /// the credential, and the proxy's own `accept` and `user-agent`: nothing
     /// of the client's request travels but what is passed here.
-    pub async fn get_conversation(
+    pub(crate) async fn get_conversation(
         &self,
         id: &ConversationId,
         flags: Flags,
@@ -150,7 +193,7 @@ impl Upstream {
 
     /// Sends a request and reads the whole answer, under every bound;
     /// `timeout` covers all of it. Sent once: its body cannot be replayed.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: Request<UpstreamBody>,
         timeout: Duration,
@@ -195,8 +238,8 @@ impl Upstream {
             .await
             .unwrap_or(Err(UpstreamError::Timeout));
         let elapsed = started.elapsed();
-        self.metrics
-            .upstream(elapsed, result.as_ref().map(|_| ()).map_err(|e| *e));
+        let fault = result.as_ref().err().map(|error| error.fault());
+        self.metrics.upstream(elapsed, fault);
         let (status, headers, body) = result?;
         Ok(UpstreamResponse {
             status,

@@ -6,12 +6,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
-use ayra_cache::auth::{Fingerprint, Partition};
-use ayra_cache::cache::body::StoredBody;
 use ayra_cache::cache::entry::CachedResponse;
-use ayra_cache::cache::key::{read_flags, CacheKey, Flags};
+use ayra_cache::cache::key::{read_flags, CacheKey};
 use ayra_cache::cache::policy::{Answer, StorePolicy};
-use ayra_cache::route::ConversationId;
+use ayra_cache::cache::stored_body::StoredBody;
+use ayra_cache::domain::{ConversationId, Fingerprint, Flags, Partition};
 use bytes::{Buf, Bytes};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -6,8 +6,9 @@
 //! with the same text; every path gets one route; a path passed as
 //! forwardable has no segment that decodes to `.` or `..`.
 
+use ayra_cache::domain::ConversationId;
 use ayra_cache::error::ProxyError;
-use ayra_cache::route::{check_forwardable, classify, ConversationId, Route};
+use ayra_cache::route::{check_forwardable, classify, Route};
 
 /// Checks one input.
 pub fn check(data: &[u8]) {
@@ -27,7 +28,7 @@ pub fn check(data: &[u8]) {
         }
         Err(error) => {
             assert!(!well_formed, "refused {text:?}");
-            assert_eq!(error, ProxyError::InvalidConversationId);
+            assert_eq!(ProxyError::from(error), ProxyError::InvalidConversationId);
         }
     }
 

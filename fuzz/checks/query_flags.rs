@@ -7,7 +7,8 @@
 //! and a readable query's flags, written out as the proxy sends them
 //! upstream, read back as the same flags.
 
-use ayra_cache::cache::key::{read_flags, BypassReason, Flags};
+use ayra_cache::cache::key::{read_flags, BypassReason};
+use ayra_cache::domain::Flags;
 
 fn expected(query: &str) -> Result<Flags, BypassReason> {
     let mut flags = Flags::default();

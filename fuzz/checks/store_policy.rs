@@ -14,8 +14,8 @@
 use std::time::{Duration, SystemTime};
 
 use arbitrary::Arbitrary;
-use ayra_cache::cache::key::Flags;
 use ayra_cache::cache::policy::{Answer, EntryKind, NoStoreReason, StorePolicy};
+use ayra_cache::domain::Flags;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use super::body::StoredBody;
+use super::stored_body::StoredBody;
 
 /// Bodies smaller than this are sent as they are.
 pub const MIN_COMPRESSED_BODY: usize = 1024;

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use headers::{Age, HeaderMapExt};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::body::StoredBody;
 use super::encoding::Encoding;
 use super::policy::{EntryKind, Lifetime};
 use super::representation::{self, Variant};
+use super::stored_body::StoredBody;
 
 /// Upstream response headers a HIT repeats; anything else (cookies, request
 /// ids, rate-limit counters) belonged to the one exchange that fetched it.
@@ -49,7 +49,7 @@ pub struct CachedResponse {
 
 /// Whether an entry may be served at some instant, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
+pub(crate) enum Freshness {
     /// Before `fresh_until`: a plain HIT.
     Fresh,
     /// Between `fresh_until` and `usable_until`: only in place of a failing upstream.
@@ -96,7 +96,7 @@ impl CachedResponse {
     }
 
     /// An entry from its parts, as [`CachedResponse::new`] made them.
-    pub fn restore(
+    pub(crate) fn restore(
         status: StatusCode,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: StoredBody,
@@ -120,7 +120,7 @@ impl CachedResponse {
     }
 
     /// This entry with its body precompressed in `variants` as well.
-    pub fn with_variants(&self, variants: Vec<Variant>) -> CachedResponse {
+    pub(crate) fn with_variants(&self, variants: Vec<Variant>) -> CachedResponse {
         CachedResponse {
             status: self.status,
             kind: self.kind,
@@ -138,60 +138,60 @@ impl CachedResponse {
 
     /// Claims the one compression of this entry: true for the first caller
     /// only (until [`CachedResponse::release_compression`]).
-    pub fn claim_compression(&self) -> bool {
+    pub(crate) fn claim_compression(&self) -> bool {
         !self.compression_claimed.swap(true, Ordering::AcqRel)
     }
 
     /// Gives the claim back when the compression could not start.
-    pub fn release_compression(&self) {
+    pub(crate) fn release_compression(&self) {
         self.compression_claimed.store(false, Ordering::Release);
     }
 
     /// The strong ETag of the identity body (200 entries only).
-    pub fn etag(&self) -> Option<&HeaderValue> {
+    pub(crate) fn etag(&self) -> Option<&HeaderValue> {
         self.headers
             .iter()
             .find_map(|(name, value)| (name == header::ETAG).then_some(value))
     }
 
     /// The precompressed variant in `encoding`, once it has been made.
-    pub fn variant(&self, encoding: Encoding) -> Option<&Variant> {
+    pub(crate) fn variant(&self, encoding: Encoding) -> Option<&Variant> {
         self.variants.iter().find(|v| v.encoding() == encoding)
     }
 
     /// Whether the precompressed variants have been made.
-    pub fn has_variants(&self) -> bool {
+    pub(crate) fn has_variants(&self) -> bool {
         !self.variants.is_empty()
     }
 
     /// Whether the body is worth compressing (a 200 of at least 1 KiB).
-    pub fn compressible(&self) -> bool {
+    pub(crate) fn compressible(&self) -> bool {
         self.status == StatusCode::OK && self.body.len() >= super::encoding::MIN_COMPRESSED_BODY
     }
 
     /// The status it is served with (200, or 404 for a remembered miss).
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
 
     /// What kind of answer it holds.
-    pub fn kind(&self) -> EntryKind {
+    pub(crate) fn kind(&self) -> EntryKind {
         self.kind
     }
 
     /// The headers a HIT repeats.
-    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+    pub(crate) fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
     }
 
     /// The body, shared.
-    pub fn body(&self) -> &StoredBody {
+    pub(crate) fn body(&self) -> &StoredBody {
         &self.body
     }
 
     /// How the entry may be served at `now`. Past the URL deadline it is
     /// dead whatever the other instants say.
-    pub fn freshness(&self, now: Instant) -> Freshness {
+    pub(crate) fn freshness(&self, now: Instant) -> Freshness {
         if self.hard.is_some_and(|hard| now >= hard) || now >= self.usable_until {
             Freshness::Dead
         } else if now < self.fresh_until {
@@ -203,7 +203,7 @@ impl CachedResponse {
 
     /// Whether a HIT at `now` should start a background refresh: a complete
     /// entry in the last `fraction` of its fresh life.
-    pub fn wants_refresh(&self, now: Instant, fraction: f64) -> bool {
+    pub(crate) fn wants_refresh(&self, now: Instant, fraction: f64) -> bool {
         if self.kind != EntryKind::Complete || fraction <= 0.0 {
             return false;
         }
@@ -212,44 +212,44 @@ impl CachedResponse {
     }
 
     /// When the entry stops being a plain HIT.
-    pub fn fresh_until(&self) -> Instant {
+    pub(crate) fn fresh_until(&self) -> Instant {
         self.fresh_until
     }
 
     /// When the entry leaves the cache.
-    pub fn usable_until(&self) -> Instant {
+    pub(crate) fn usable_until(&self) -> Instant {
         self.usable_until
     }
 
     /// When its recording URL dies, less the margin.
-    pub fn hard(&self) -> Option<Instant> {
+    pub(crate) fn hard(&self) -> Option<Instant> {
         self.hard
     }
 
     /// When its answer was received.
-    pub fn received_at(&self) -> Instant {
+    pub(crate) fn received_at(&self) -> Instant {
         self.received_at
     }
 
     /// The upstream's own `Age` on receipt.
-    pub fn upstream_age(&self) -> Duration {
+    pub(crate) fn upstream_age(&self) -> Duration {
         self.upstream_age
     }
 
     /// Fresh life left at `now`.
-    pub fn time_to_live(&self, now: Instant) -> Duration {
+    pub(crate) fn time_to_live(&self, now: Instant) -> Duration {
         self.fresh_until.saturating_duration_since(now)
     }
 
     /// The `age` to send: seconds held here plus the upstream's own `Age`.
-    pub fn age(&self, now: Instant) -> u64 {
+    pub(crate) fn age(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.received_at)
             .saturating_add(self.upstream_age)
             .as_secs()
     }
 
     /// Bytes this entry holds, for the cache's byte bound.
-    pub fn weight(&self) -> u32 {
+    pub(crate) fn weight(&self) -> u32 {
         let headers: usize = self
             .headers
             .iter()

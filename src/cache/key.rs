@@ -1,35 +1,6 @@
 //! The cache key: credential partition, conversation id and the three include flags.
 
-use crate::auth::Partition;
-use crate::route::ConversationId;
-
-/// The three `include_*` query flags, each `true` when absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Flags {
-    pub transcript: bool,
-    pub recording: bool,
-    pub analytics: bool,
-}
-
-impl Default for Flags {
-    fn default() -> Self {
-        Flags {
-            transcript: true,
-            recording: true,
-            analytics: true,
-        }
-    }
-}
-
-impl Flags {
-    /// The query the proxy sends upstream: every flag written out.
-    pub fn upstream_query(&self) -> String {
-        format!(
-            "include_transcript={}&include_recording={}&include_analytics={}",
-            self.transcript, self.recording, self.analytics
-        )
-    }
-}
+use crate::domain::{ConversationId, Flags, Partition};
 
 /// Why a query on the cached route cannot be read unambiguously.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +64,7 @@ pub struct CacheKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Fingerprint;
+    use crate::domain::Fingerprint;
 
     fn flags(t: bool, r: bool, a: bool) -> Flags {
         Flags {

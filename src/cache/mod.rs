@@ -2,25 +2,33 @@
 //!
 //! Split by topic: [`key`] (what tells answers apart), [`policy`] (pure
 //! storing rules and lifetimes), [`entry`] (what a HIT is served from) and
-//! its [`body`] (held in allocations that fit),
-//! [`coalesce`] (one fetch per key), [`status`] (how the outcome is told to
-//! the client), the moka-backed store, the [`record`] another process can
-//! read, warm-restart [`snapshot`]s and the optional Redis [`shared`] tier.
+//! its [`stored_body`] (held in allocations that fit),
+//! [`coalescing`] (the table of fetches in flight, one per key), the fetch
+//! procedure (store, stand in, drop; it takes any fetch yielding a
+//! [`Fetched`] answer or a [`FetchError`]), [`status`] (how the outcome is
+//! told to the client), the moka-backed store with its index of each
+//! conversation's keys, the [`record`] another process can read,
+//! warm-restart [`snapshot`]s and the optional Redis [`shared`] tier. Time
+//! is read from an injectable clock; the background work is handed to the
+//! caller as [`CacheTasks`], never spawned here.
 
-pub mod body;
-pub mod coalesce;
+mod clock;
+pub(crate) mod coalescing;
 pub mod encoding;
 pub mod entry;
-mod flight;
+mod fetch;
+mod id_index;
 pub mod key;
 pub mod policy;
 mod precompress;
 mod record;
-pub mod representation;
-pub mod shared;
+pub(crate) mod representation;
+pub(crate) mod shared;
 mod snapshot;
-pub mod status;
+pub(crate) mod status;
 mod store;
+pub mod stored_body;
+mod tasks;
 
 use std::future::Future;
 use std::path::Path;
@@ -28,21 +36,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{CacheSettings, SharedSettings};
-use crate::error::UpstreamError;
+use crate::domain::ConversationId;
 use crate::metrics::Metrics;
-use crate::route::ConversationId;
-use crate::upstream::UpstreamResponse;
-use coalesce::{FlightLost, Flights, Role};
+use clock::Clock;
+use coalescing::{FetchLost, InFlight, Role};
 use encoding::Encoding;
 use entry::{CachedResponse, Freshness};
-use flight::FlightCrew;
-pub use flight::{Failure, FetchOutcome, Purpose};
+use fetch::Fetcher;
+use fetch::Purpose;
+pub(crate) use fetch::{Failure, FetchError, FetchOutcome, Fetched};
 use key::CacheKey;
 use policy::StorePolicy;
 use precompress::Precompressor;
-use shared::{Notice, SharedError, SharedTier};
+use shared::{Notice, SharedError, SharedTier, TierMetrics};
 pub use snapshot::SnapshotError;
-use store::{PurgeScope, Store};
+use store::{EvictionCause, PurgeScope, Store};
+pub use tasks::{BackgroundTask, CacheTasks};
 
 /// How much the cache holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,27 +107,32 @@ pub struct Purged {
     pub shared: Option<Result<u64, SharedError>>,
 }
 
-/// The in-memory cache and its flights; the rules come with each call.
+/// The in-memory cache and its fetches in flight; the rules come with each call.
 pub struct Cache {
-    crew: FlightCrew,
-    flights: Arc<Flights<CacheKey, FetchOutcome>>,
+    fetcher: Fetcher,
+    in_flight: Arc<InFlight<CacheKey, FetchOutcome>>,
 }
 
 impl Cache {
     /// An empty cache with the configured bounds and rules, counting into
-    /// `metrics`, behind which the `shared` tier is consulted when set.
-    pub fn new(
+    /// `metrics`, behind which the `shared` tier is consulted when set; and
+    /// the background work it needs, which the caller spawns (see
+    /// [`CacheTasks`]): nothing is spawned here.
+    pub(crate) fn new(
         settings: &CacheSettings,
         shared: Option<&SharedSettings>,
         metrics: Arc<Metrics>,
-    ) -> Cache {
+    ) -> (Cache, CacheTasks) {
+        let mut tasks = CacheTasks::default();
         let on_evict = {
             let metrics = Arc::clone(&metrics);
-            move |cause| metrics.eviction(cause)
+            move |cause: EvictionCause| metrics.eviction(cause.as_str())
         };
+        // Registered with or without a tier, so the series are always there.
+        let tier_metrics = Arc::new(TierMetrics::register(&metrics));
         let store = Store::new(settings.max_bytes, lifetime_cap(settings), on_evict);
         let shared = shared.and_then(|settings| {
-            SharedTier::start(settings, Arc::clone(&metrics.shared))
+            SharedTier::start(settings, Arc::clone(&tier_metrics), &mut tasks)
                 .inspect_err(|_| {
                     tracing::error!(
                         target: "ayra_cache::shared",
@@ -128,28 +142,34 @@ impl Cache {
                 .ok()
         });
         if let Some(tier) = &shared {
-            tokio::spawn(follow_purges(store.clone(), tier.notices()));
+            // Subscribed now, so no purge published from here on is missed.
+            tasks.add(
+                "follow purges",
+                follow_purges(store.clone(), tier.notices()),
+            );
         }
-        Cache {
-            crew: FlightCrew {
+        let cache = Cache {
+            fetcher: Fetcher {
                 store,
                 metrics,
                 precompressor: Arc::new(Precompressor::new()),
                 shared,
+                clock: Clock::default(),
             },
-            flights: Arc::default(),
-        }
+            in_flight: Arc::default(),
+        };
+        (cache, tasks)
     }
 
     /// Whether a shared tier is configured and its last operation reached it.
-    pub fn shared_up(&self) -> Option<bool> {
-        self.crew.shared.as_ref().map(|tier| tier.is_up())
+    pub(crate) fn shared_up(&self) -> Option<bool> {
+        self.fetcher.shared.as_ref().map(|tier| tier.is_up())
     }
 
     /// The fresh entry for `key`, if any (a stale one is not a HIT).
-    pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
-        let now = Instant::now();
-        self.crew
+    pub(crate) async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        let now = self.fetcher.clock.now();
+        self.fetcher
             .store
             .get(key, now)
             .await
@@ -159,20 +179,20 @@ impl Cache {
     /// Runs `fetch` once for all concurrent callers with this key, in its own
     /// task: stores the answer when the policy allows, or lets a stale entry
     /// stand in when the upstream fails.
-    pub async fn fetch<F>(
+    pub(crate) async fn fetch<F>(
         &self,
         key: CacheKey,
-        exchange: F,
+        fetch: F,
         rules: &CacheRules,
-    ) -> Result<(FetchOutcome, Role), FlightLost>
+    ) -> Result<(FetchOutcome, Role), FetchLost>
     where
-        F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
+        F: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
-        let crew = self.crew.clone();
+        let fetcher = self.fetcher.clone();
         let rules = rules.clone();
-        self.flights
+        self.in_flight
             .run(key.clone(), move || {
-                crew.fly(key, Purpose::Demand, exchange, rules)
+                fetcher.run(key, Purpose::Demand, fetch, rules)
             })
             .await
     }
@@ -181,10 +201,15 @@ impl Cache {
     /// not yet and a compression slot is free; called for HITs whose client
     /// accepts an offered coding (entries are compressed lazily, never on a
     /// miss's path).
-    pub fn precompress(&self, key: &CacheKey, entry: &Arc<CachedResponse>, rules: &CacheRules) {
+    pub(crate) fn precompress(
+        &self,
+        key: &CacheKey,
+        entry: &Arc<CachedResponse>,
+        rules: &CacheRules,
+    ) {
         if entry.compressible() && !entry.has_variants() && !rules.encodings.is_empty() {
-            self.crew.precompressor.start(
-                &self.crew.store,
+            self.fetcher.precompressor.start(
+                &self.fetcher.store,
                 key.clone(),
                 Arc::clone(entry),
                 &rules.encodings,
@@ -194,23 +219,23 @@ impl Cache {
 
     /// Starts a background refresh of `key` unless a fetch for it is running;
     /// true when one started.
-    pub fn refresh<F>(&self, key: CacheKey, exchange: F, rules: &CacheRules) -> bool
+    pub(crate) fn refresh<F>(&self, key: CacheKey, fetch: F, rules: &CacheRules) -> bool
     where
-        F: Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'static,
+        F: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
-        let crew = self.crew.clone();
+        let fetcher = self.fetcher.clone();
         let rules = rules.clone();
-        self.flights.start_if_idle(key.clone(), move || {
-            crew.fly(key, Purpose::Refresh, exchange, rules)
+        self.in_flight.start_if_idle(key.clone(), move || {
+            fetcher.run(key, Purpose::Refresh, fetch, rules)
         })
     }
 
     /// Drops every entry of conversation `id` (every flag variant, every
     /// credential) here and in the shared tier, and tells every replica to
     /// drop theirs.
-    pub async fn purge_conversation(&self, id: &ConversationId) -> Purged {
-        let local = purge_local(&self.crew.store, Some(id)).await;
-        let shared = match &self.crew.shared {
+    pub(crate) async fn purge_conversation(&self, id: &ConversationId) -> Purged {
+        let local = purge_local(&self.fetcher.store, Some(id)).await;
+        let shared = match &self.fetcher.shared {
             Some(tier) => Some(tier.purge_conversation(id).await),
             None => None,
         };
@@ -218,9 +243,9 @@ impl Cache {
     }
 
     /// Drops every entry, here, in the shared tier and on every replica.
-    pub async fn purge_all(&self) -> Purged {
-        let local = purge_local(&self.crew.store, None).await;
-        let shared = match &self.crew.shared {
+    pub(crate) async fn purge_all(&self) -> Purged {
+        let local = purge_local(&self.fetcher.store, None).await;
+        let shared = match &self.fetcher.shared {
             Some(tier) => Some(tier.purge_all().await),
             None => None,
         };
@@ -229,12 +254,12 @@ impl Cache {
 
     /// Writes every usable entry to `path`, giving up at `deadline`; returns
     /// how many were written.
-    pub async fn save_snapshot(
+    pub(crate) async fn save_snapshot(
         &self,
         path: &Path,
         deadline: Instant,
     ) -> Result<u64, SnapshotError> {
-        let entries = self.crew.store.all();
+        let entries = self.fetcher.store.all();
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || snapshot::write(&path, entries.into_iter(), deadline))
             .await
@@ -244,7 +269,7 @@ impl Cache {
     /// Loads the snapshot at `path` and removes the file (a snapshot is used
     /// once). Returns (loaded, skipped as expired). On any error nothing is
     /// loaded.
-    pub async fn load_snapshot(&self, path: &Path) -> Result<(u64, u64), SnapshotError> {
+    pub(crate) async fn load_snapshot(&self, path: &Path) -> Result<(u64, u64), SnapshotError> {
         let owned = path.to_owned();
         let read = tokio::task::spawn_blocking(move || {
             let mut entries = Vec::new();
@@ -257,7 +282,7 @@ impl Cache {
             let _ = std::fs::remove_file(path);
         }
         let (counts, entries) = read?;
-        let store = &self.crew.store;
+        let store = &self.fetcher.store;
         for (key, entry) in entries {
             let entry = Arc::new(entry);
             // Compressed lazily, by the first HIT that asks for a coding.
@@ -269,8 +294,8 @@ impl Cache {
     }
 
     /// Entries and bytes held, after moka's pending housekeeping has run.
-    pub async fn usage(&self) -> Usage {
-        let store = &self.crew.store;
+    pub(crate) async fn usage(&self) -> Usage {
+        let store = &self.fetcher.store;
         store.run_pending_tasks().await;
         Usage {
             entries: store.entry_count(),
@@ -306,9 +331,57 @@ async fn follow_purges(store: Store, mut notices: tokio::sync::broadcast::Receiv
                 purge_local(&store, None).await;
             }
             // Lagging needs 1024 notices queued behind a loop that does
-            // nothing else; a purge lost that way is the gap the README names.
+            // nothing else; a purge lost that way is the gap docs/caching.md names.
             Ok(Notice::Stored(_) | Notice::Released(_)) | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_settings() -> CacheSettings {
+        CacheSettings {
+            max_bytes: 1 << 20,
+            max_ttl: Duration::from_secs(60),
+            expiry_margin: Duration::from_secs(1),
+            statuses: vec!["completed".into()],
+            stale_if_error: Duration::ZERO,
+            refresh_ahead: 0.0,
+            in_progress_ttl: Duration::ZERO,
+            not_found_ttl: Duration::ZERO,
+            snapshot_path: None,
+            compression: Vec::new(),
+        }
+    }
+
+    /// No runtime here: `tokio::spawn` would panic.
+    #[test]
+    fn the_constructor_spawns_nothing_and_hands_its_background_work_over() {
+        let metrics = Arc::new(Metrics::new());
+        let (_alone, tasks) = Cache::new(&cache_settings(), None, Arc::clone(&metrics));
+        assert!(tasks.names().is_empty());
+        for cluster in [false, true] {
+            let shared = SharedSettings {
+                redis_url: "redis://127.0.0.1:1/0".into(),
+                cluster,
+                key_prefix: "t:".into(),
+                timeout: Duration::from_millis(100),
+                lock_ttl: Duration::from_secs(1),
+                encryption_key: None,
+            };
+            let (cache, tasks) = Cache::new(&cache_settings(), Some(&shared), Arc::clone(&metrics));
+            assert_eq!(
+                tasks.names(),
+                [
+                    "shared-tier connection",
+                    "shared-tier notices",
+                    "follow purges"
+                ]
+            );
+            assert_eq!(cache.shared_up(), Some(true), "not yet known down");
         }
     }
 }

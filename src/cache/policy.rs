@@ -8,8 +8,8 @@ use http::{header, HeaderMap, StatusCode};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::key::Flags;
 use crate::config::CacheSettings;
+use crate::domain::Flags;
 
 /// Why an upstream answer was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

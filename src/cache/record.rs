@@ -11,12 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::body::StoredBody;
 use super::entry::CachedResponse;
-use super::key::{CacheKey, Flags};
+use super::key::CacheKey;
 use super::policy::{EntryKind, Lifetime};
-use crate::auth::{Fingerprint, Partition};
-use crate::route::ConversationId;
+use super::stored_body::StoredBody;
+use crate::domain::{ConversationId, Fingerprint, Flags, Partition};
 
 /// The shape of [`Record`]; bumped whenever it changes.
 pub const FORMAT: u32 = 1;

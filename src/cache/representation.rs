@@ -4,8 +4,8 @@ use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use http::{header, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use super::body::StoredBody;
 use super::encoding::Encoding;
+use super::stored_body::StoredBody;
 
 /// The body in one content coding, with an ETag of its own.
 #[derive(Debug, Clone)]

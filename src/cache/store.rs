@@ -1,8 +1,9 @@
-//! Storage: a moka cache bounded by bytes, each entry expiring at its own deadline.
+//! Storage: a moka cache bounded by bytes, each entry expiring at its own deadline, with an index of each conversation's keys.
 //!
 //! moka evicts an entry at its `usable_until`; reads check the entry's own
 //! instants as well, so nothing is served past its deadline even before
-//! moka's housekeeping has run.
+//! moka's housekeeping has run. Purging a conversation visits only its own
+//! keys, listed in the [`IdIndex`] beside the entries.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +15,37 @@ use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
 use super::entry::{CachedResponse, Freshness};
+use super::id_index::IdIndex;
 use super::key::CacheKey;
-use crate::metrics::EvictionCause;
-use crate::route::ConversationId;
+use crate::domain::ConversationId;
 
-/// Entries a purge looks at between two yields to the thread's other tasks.
+/// Entries a purge of everything looks at between two yields to the thread's other tasks.
 const PURGE_YIELD_EVERY: usize = 1024;
+
+/// Why an entry left the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictionCause {
+    /// Its lifetime ended.
+    Lifetime,
+    /// The byte bound needed the room.
+    Size,
+    /// An operator purged it.
+    Purge,
+    /// A newer answer took its place.
+    Replaced,
+}
+
+impl EvictionCause {
+    /// The `cause` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictionCause::Lifetime => "lifetime",
+            EvictionCause::Size => "size",
+            EvictionCause::Purge => "purge",
+            EvictionCause::Replaced => "replaced",
+        }
+    }
+}
 
 /// What [`Store::insert_unless_superseded`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +65,8 @@ pub struct Store {
     /// Purge epochs: a fetch that began before a purge of its conversation
     /// must not store its answer after it.
     epochs: Arc<Epochs>,
+    /// Each conversation's keys, kept with every insert and eviction.
+    index: Arc<IdIndex>,
 }
 
 /// The purge epoch of one conversation, as a fetch saw it when it began.
@@ -107,12 +135,15 @@ impl Store {
         max_ttl: Duration,
         on_evict: impl Fn(EvictionCause) + Send + Sync + 'static,
     ) -> Store {
+        let index = Arc::new(IdIndex::default());
+        let listed = Arc::clone(&index);
         let entries = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &CacheKey, entry: &Arc<CachedResponse>| entry.weight())
             .expire_after(EntryDeadline)
             .time_to_live(max_ttl)
-            .eviction_listener(move |_key, _entry, cause| {
+            .eviction_listener(move |key, entry, cause| {
+                listed.left(&key, &entry);
                 if let Some(cause) = eviction_cause(cause) {
                     on_evict(cause);
                 }
@@ -121,6 +152,7 @@ impl Store {
         Store {
             entries,
             epochs: Arc::default(),
+            index,
         }
     }
 
@@ -146,16 +178,17 @@ impl Store {
         entry: Arc<CachedResponse>,
         epoch: Epoch,
     ) -> Inserted {
-        let id = key.id.clone();
         let result = self
             .entries
-            .entry(key)
+            .entry(key.clone())
             .and_compute_with(|current| {
                 let newer_held =
                     current.is_some_and(|held| held.value().received_at() > entry.received_at());
-                let op = if newer_held || self.epoch(&id) != epoch {
+                let op = if newer_held || self.epoch(&key.id) != epoch {
                     Op::Nop
                 } else {
+                    // Listed before it is held: an eviction never precedes it.
+                    self.index.held(&key, &entry);
                     Op::Put(entry)
                 };
                 std::future::ready(op)
@@ -177,10 +210,15 @@ impl Store {
         upgraded: Arc<CachedResponse>,
     ) {
         self.entries
-            .entry(key)
+            .entry(key.clone())
             .and_compute_with(|held| {
                 let same = held.is_some_and(|held| Arc::ptr_eq(held.value(), current));
-                std::future::ready(if same { Op::Put(upgraded) } else { Op::Nop })
+                std::future::ready(if same {
+                    self.index.held(&key, &upgraded);
+                    Op::Put(upgraded)
+                } else {
+                    Op::Nop
+                })
             })
             .await;
     }
@@ -199,12 +237,32 @@ impl Store {
     }
 
     /// Drops every entry within `scope` that `drop` picks; returns how many.
+    /// Within one conversation only its own keys are looked at.
     pub async fn purge_where(
         &self,
         scope: PurgeScope<'_>,
         drop: impl Fn(&CacheKey) -> bool,
     ) -> u64 {
         self.epochs.bump(scope);
+        match scope {
+            PurgeScope::Conversation(id) => self.purge_listed(id, drop).await,
+            PurgeScope::All => self.purge_walking(drop).await,
+        }
+    }
+
+    /// Drops the keys of conversation `id` that `drop` picks.
+    async fn purge_listed(&self, id: &ConversationId, drop: impl Fn(&CacheKey) -> bool) -> u64 {
+        let mut purged = 0;
+        for key in self.index.keys_of(id) {
+            if drop(&key) && self.entries.remove(&key).await.is_some() {
+                purged += 1;
+            }
+        }
+        purged
+    }
+
+    /// Walks every entry, dropping those `drop` picks.
+    async fn purge_walking(&self, drop: impl Fn(&CacheKey) -> bool) -> u64 {
         let mut purged = 0;
         for (seen, (key, _)) in self.entries.iter().enumerate() {
             if drop(&key) && self.entries.remove(&*key).await.is_some() {
@@ -271,176 +329,4 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for EntryDeadline {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::Partition;
-    use crate::cache::key::Flags;
-    use crate::cache::policy::{EntryKind, Lifetime};
-    use crate::route::ConversationId;
-    use bytes::Bytes;
-    use http::HeaderMap;
-
-    fn key(id: &str) -> CacheKey {
-        CacheKey {
-            partition: Partition::Anonymous,
-            id: ConversationId::parse(id).unwrap(),
-            flags: Flags::default(),
-        }
-    }
-
-    fn entry(size: usize, received_at: Instant, fresh_for: Duration) -> Arc<CachedResponse> {
-        let body = Bytes::from(vec![b'x'; size]);
-        Arc::new(CachedResponse::new(
-            http::StatusCode::OK,
-            &HeaderMap::new(),
-            body,
-            received_at,
-            Lifetime {
-                kind: EntryKind::Complete,
-                fresh_for,
-                usable_for: fresh_for,
-                hard_in: None,
-            },
-        ))
-    }
-
-    #[tokio::test]
-    async fn a_late_answer_never_replaces_a_newer_one_nor_survives_a_purge() {
-        let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
-        let t0 = Instant::now();
-        let newer = entry(10, t0 + Duration::from_secs(1), Duration::from_secs(60));
-        let older = entry(20, t0, Duration::from_secs(60));
-        let epoch = store.epoch(&key("a").id);
-        assert_eq!(
-            store.insert_unless_superseded(key("a"), newer, epoch).await,
-            Inserted::New
-        );
-        assert_eq!(
-            store.insert_unless_superseded(key("a"), older, epoch).await,
-            Inserted::Refused
-        );
-        assert_eq!(store.get(&key("a"), t0).await.unwrap().body().len(), 10);
-
-        let before_purge = store.epoch(&key("a").id);
-        assert_eq!(store.purge_where(PurgeScope::All, |_| true).await, 1);
-        let late = entry(30, t0 + Duration::from_secs(2), Duration::from_secs(60));
-        let late = store.insert_unless_superseded(key("a"), late, before_purge);
-        assert_eq!(late.await, Inserted::Refused);
-        assert!(store.get(&key("a"), t0).await.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_long_purge_lets_the_threads_other_tasks_run_and_drops_only_what_it_picks() {
-        let store = Store::new(1 << 30, Duration::from_secs(3600), |_| {});
-        let t0 = Instant::now();
-        let count = 3 * PURGE_YIELD_EVERY;
-        for n in 0..count {
-            let key = key(&format!("c{n:05}"));
-            let epoch = store.epoch(&key.id);
-            let fresh = entry(10, t0, Duration::from_secs(60));
-            store.insert_unless_superseded(key, fresh, epoch).await;
-        }
-        // The test's runtime has one thread: the task runs only if the purge yields.
-        let other_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&other_ran);
-        tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
-        assert_eq!(store.purge_where(PurgeScope::All, |_| false).await, 0);
-        assert!(other_ran.load(Ordering::Relaxed), "the purge never yielded");
-
-        let even = |k: &CacheKey| k.id.as_str().ends_with(['0', '2', '4', '6', '8']);
-        let purged = store.purge_where(PurgeScope::All, even).await;
-        assert_eq!(purged, count as u64 / 2);
-        assert!(store.get(&key("c00002"), t0).await.is_none());
-        assert!(store.get(&key("c00003"), t0).await.is_some());
-    }
-
-    #[tokio::test]
-    async fn a_purge_of_one_conversation_does_not_stop_another_from_storing() {
-        let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
-        let t0 = Instant::now();
-        let b_epoch = store.epoch(&key("b").id);
-        let a = key("a").id;
-        store
-            .purge_where(PurgeScope::Conversation(&a), |k| k.id == a)
-            .await;
-        let b = entry(10, t0, Duration::from_secs(60));
-        let stored = store.insert_unless_superseded(key("b"), b, b_epoch).await;
-        assert_eq!(stored, Inserted::New);
-        let a_late = store
-            .insert_unless_superseded(
-                key("a"),
-                entry(10, t0, Duration::from_secs(60)),
-                store.epoch(&a),
-            )
-            .await;
-        assert_eq!(
-            a_late,
-            Inserted::New,
-            "a fetch begun after the purge stores"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_entry_past_its_deadline_is_not_returned() {
-        let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
-        let t0 = Instant::now();
-        store
-            .insert_unless_superseded(
-                key("a"),
-                entry(10, t0, Duration::from_secs(5)),
-                store.epoch(&key("a").id),
-            )
-            .await;
-        assert!(store.get(&key("a"), t0).await.is_some());
-        assert!(store
-            .get(&key("a"), t0 + Duration::from_secs(5))
-            .await
-            .is_none());
-    }
-
-    #[tokio::test]
-    async fn a_replaced_entry_takes_the_new_deadline() {
-        let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
-        let t0 = Instant::now();
-        store
-            .insert_unless_superseded(
-                key("a"),
-                entry(10, t0, Duration::from_millis(50)),
-                store.epoch(&key("a").id),
-            )
-            .await;
-        store
-            .insert_unless_superseded(
-                key("a"),
-                entry(10, t0, Duration::from_secs(60)),
-                store.epoch(&key("a").id),
-            )
-            .await;
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        store.run_pending_tasks().await;
-        assert!(store.get(&key("a"), Instant::now()).await.is_some());
-    }
-
-    #[tokio::test]
-    async fn the_byte_bound_holds() {
-        let store = Store::new(100_000, Duration::from_secs(3600), |_| {});
-        let t0 = Instant::now();
-        for i in 0..100 {
-            let id = format!("c{i}");
-            store
-                .insert_unless_superseded(
-                    key(&id),
-                    entry(10_000, t0, Duration::from_secs(60)),
-                    store.epoch(&key(&id).id),
-                )
-                .await;
-        }
-        store.run_pending_tasks().await;
-        assert!(
-            store.weighted_size() <= 100_000,
-            "{}",
-            store.weighted_size()
-        );
-        assert!(store.entry_count() < 100);
-    }
-}
+mod tests;

@@ -3,19 +3,24 @@
 //! [`Settings::load`] reads and validates; every error names the key at fault
 //! so an operator can fix the file without reading code.
 
+mod budget;
+mod durations;
 mod raw;
 mod shared;
 mod validate;
 
+pub use budget::BudgetSettings;
 pub use shared::SharedSettings;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use rustls::sign::CertifiedKey;
 
 use crate::cache::encoding::Encoding;
 
@@ -100,11 +105,13 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
 }
 
-/// `[server.tls]`: the PEM certificate chain and private key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[server.tls]`: the PEM certificate chain and private key, and the pair
+/// parsed from them when the settings were validated.
+#[derive(Debug, Clone)]
 pub struct TlsSettings {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
+    pub pair: Arc<CertifiedKey>,
 }
 
 /// `[upstream]`: where and how the Ayra API is called.
@@ -119,6 +126,8 @@ pub struct UpstreamSettings {
     pub api_key: Option<Secret>,
     pub max_body: u64,
     pub max_concurrency: usize,
+    /// `[upstream.budget]`: the pace of upstream calls per upstream credential.
+    pub budget: BudgetSettings,
 }
 
 /// `[cache]`: bounds and lifetimes of stored conversations.

@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 
+use super::budget::RawBudget;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawSettings {
@@ -15,7 +17,7 @@ pub(super) struct RawSettings {
     pub auth: RawAuth,
     pub admin: RawAdmin,
     pub log: RawLog,
-    pub shared: Option<super::shared::RawShared>,
+    pub shared: Option<RawShared>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +69,7 @@ pub(super) struct RawUpstream {
     pub api_key: Option<String>,
     pub max_body: RawSize,
     pub max_concurrency: usize,
+    pub budget: RawBudget,
 }
 
 impl Default for RawUpstream {
@@ -79,6 +82,7 @@ impl Default for RawUpstream {
             api_key: None,
             max_body: RawSize::Text("16MiB".into()),
             max_concurrency: 256,
+            budget: RawBudget::default(),
         }
     }
 }
@@ -177,4 +181,29 @@ fn list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
             .map(str::to_owned)
             .collect(),
     })
+}
+
+/// `[shared]` as written; absent: each proxy caches alone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawShared {
+    pub redis_url: String,
+    pub cluster: bool,
+    pub key_prefix: String,
+    pub timeout: String,
+    pub lock_ttl: String,
+    pub encryption_key: Option<String>,
+}
+
+impl Default for RawShared {
+    fn default() -> Self {
+        RawShared {
+            redis_url: String::new(),
+            cluster: false,
+            key_prefix: "ayra-cache:".into(),
+            timeout: "100ms".into(),
+            lock_ttl: "15s".into(),
+            encryption_key: None,
+        }
+    }
 }

@@ -3,35 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::validate::positive_duration;
+use super::durations::positive_duration;
+use super::raw::RawShared;
 use super::ConfigError;
-
-/// `[shared]` as written; absent: each proxy caches alone.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct RawShared {
-    pub redis_url: String,
-    pub cluster: bool,
-    pub key_prefix: String,
-    pub timeout: String,
-    pub lock_ttl: String,
-    pub encryption_key: Option<String>,
-}
-
-impl Default for RawShared {
-    fn default() -> Self {
-        RawShared {
-            redis_url: String::new(),
-            cluster: false,
-            key_prefix: "ayra-cache:".into(),
-            timeout: "100ms".into(),
-            lock_ttl: "15s".into(),
-            encryption_key: None,
-        }
-    }
-}
 
 /// The validated `[shared]` section.
 #[derive(Clone, PartialEq, Eq)]

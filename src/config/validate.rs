@@ -3,12 +3,13 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use http::{HeaderValue, Uri};
 
 use crate::cache::encoding::Encoding;
+use crate::certificate::{self, PairError};
 
+use super::durations::{duration, positive_duration};
 use super::raw::{RawSettings, RawSize};
 use super::{
     AdminSettings, AuthSettings, CacheSettings, ConfigError, LogFormat, LogSettings, Secret,
@@ -67,6 +68,7 @@ pub(super) fn settings(raw: RawSettings) -> Result<Settings, ConfigError> {
                 "upstream.max_concurrency",
                 raw.upstream.max_concurrency,
             )?,
+            budget: super::budget::settings(raw.upstream.budget)?,
         },
         cache: CacheSettings {
             max_bytes: positive_size("cache.max_bytes", &raw.cache.max_bytes)?,
@@ -122,30 +124,10 @@ fn check_auth_mode(settings: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// No duration in the config may exceed this (a year): larger values are typos,
-/// and some would overflow the cache's and the runtime's clocks.
-const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 /// No count in the config may exceed this.
 const MAX_COUNT: usize = 1_000_000;
 /// More runtime threads than this is a typo, not a machine.
 const MAX_WORKER_THREADS: usize = 1024;
-
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let value = humantime::parse_duration(text)
-        .map_err(|e| ConfigError::invalid(key, format!("{text:?} is not a duration ({e})")))?;
-    if value > MAX_DURATION {
-        return Err(ConfigError::invalid(key, "must be at most a year"));
-    }
-    Ok(value)
-}
-
-pub(super) fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let value = duration(key, text)?;
-    if value.is_zero() {
-        return Err(ConfigError::invalid(key, "must be longer than zero"));
-    }
-    Ok(value)
-}
 
 fn positive_size(key: &str, raw: &RawSize) -> Result<u64, ConfigError> {
     let bytes = match raw {
@@ -190,15 +172,18 @@ fn encodings(names: &[String]) -> Result<Vec<Encoding>, ConfigError> {
     Ok(encodings)
 }
 
-/// The pair must load now: a bad certificate stops the start, naming the key.
+/// The pair must load now: a bad certificate stops the start (or the
+/// reload), naming the key. The parsed pair is what the listener serves.
 fn tls(raw: super::raw::RawTls) -> Result<TlsSettings, ConfigError> {
-    let settings = TlsSettings {
-        cert_path: PathBuf::from(raw.cert_path),
-        key_path: PathBuf::from(raw.key_path),
-    };
-    match crate::server::tls::certified_key(&settings) {
-        Ok(_) => Ok(settings),
-        Err(error @ crate::server::tls::TlsError::Key { .. }) => Err(ConfigError::invalid(
+    let cert_path = PathBuf::from(raw.cert_path);
+    let key_path = PathBuf::from(raw.key_path);
+    match certificate::load(&cert_path, &key_path) {
+        Ok(pair) => Ok(TlsSettings {
+            cert_path,
+            key_path,
+            pair,
+        }),
+        Err(error @ PairError::Key { .. }) => Err(ConfigError::invalid(
             "server.tls.key_path",
             error.to_string(),
         )),
@@ -320,6 +305,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::io::Write;
+    use std::time::Duration;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let mut file = tempfile::NamedTempFile::new().unwrap();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::connection::ConnectionLimits;
+use super::limits::ConnectionLimits;
 
 /// What to do when a connection's deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
@@ -18,10 +18,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Activity, BusyGuard, OnExpiry, Tracked};
 use super::head_gate::{Handoff, HeadGate};
-use super::Respond;
+use super::limits::ConnectionLimits;
+use super::{HeadRefusal, Respond};
 use crate::body::ResponseBody;
-use crate::config::ServerSettings;
-use crate::error::{ClientError, ProxyError};
 
 /// Largest request head accepted; past it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -30,24 +29,6 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// HTTP/2 streams the server may reset for protocol errors before cutting the connection.
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
-
-/// The per-connection time limits.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ConnectionLimits {
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub h2_max_concurrent_streams: u32,
-}
-
-impl From<&ServerSettings> for ConnectionLimits {
-    fn from(server: &ServerSettings) -> Self {
-        ConnectionLimits {
-            header_read_timeout: server.header_read_timeout,
-            idle_timeout: server.idle_timeout,
-            h2_max_concurrent_streams: server.h2_max_concurrent_streams,
-        }
-    }
-}
 
 /// HTTP/1.1 and HTTP/2 (by prior knowledge, or ALPN under TLS) on one port.
 fn protocols(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
@@ -121,7 +102,7 @@ async fn answer<R: Respond>(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let response = if refused {
         tracing::debug!(%peer, "request head with a bare LF refused");
-        ProxyError::from(ClientError::BareLineFeed).into_response()
+        responder.refuse(HeadRefusal::BareLineFeed)
     } else {
         responder.respond(request).await
     };

@@ -1,11 +1,11 @@
-//! The listeners: accept under a connection limit, hand each connection to a worker, drain on shutdown.
+//! The transport: accept under a connection limit, hand each connection to a worker, drain on shutdown.
 //!
-//! The public listener answers clients through [`handler`](crate::handler);
-//! the optional admin listener answers operators through
-//! [`admin`](crate::admin). Both accept on the caller's runtime and hand
-//! each connection to one of the [`workers`], which serves it to its end. Both
-//! share the shutdown: stop accepting, let open requests finish for at most
-//! `server.shutdown_grace`.
+//! The transport knows only the [`Respond`] trait: what answers a listener's
+//! requests is handed in by the composition root ([`crate::app`]). Every
+//! listener accepts on the runtime that called [`Transport::serve`] and hands
+//! each connection to one of the [`workers`], which serves it to its end.
+//! All listeners share one shutdown: [`Transport::drain`] stops accepting and
+//! lets open requests finish within a grace.
 
 mod activity;
 mod connection;
@@ -13,13 +13,13 @@ mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 mod head_gate;
+mod limits;
 pub mod tls;
 pub mod workers;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,22 +27,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-
-use crate::admin::AdminState;
-use crate::body::ResponseBody;
-use crate::cache::SnapshotError;
-use crate::config::Settings;
-use crate::handler::AppState;
-use crate::reload::Reloader;
-use crate::summary;
-use crate::telemetry::LogLevel;
-use connection::ConnectionLimits;
-use tls::CertResolver;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use workers::Workers;
 
-/// Connections the admin listener holds at once.
-const ADMIN_MAX_CONNECTIONS: usize = 64;
+use crate::body::ResponseBody;
+use crate::config::ServerSettings;
+use limits::ConnectionLimits;
+use workers::Workers;
 
 /// Something that answers the requests of one listener.
 pub trait Respond: Send + Sync + 'static {
@@ -51,158 +42,94 @@ pub trait Respond: Send + Sync + 'static {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send;
+
+    /// The answer to a request whose head the transport refused before it
+    /// reached [`Respond::respond`]; the connection closes after it.
+    fn refuse(&self, refusal: HeadRefusal) -> Response<ResponseBody>;
 }
 
-/// A bound, not yet running proxy.
-pub struct App {
-    listener: TcpListener,
-    admin_listener: Option<TcpListener>,
-    state: Arc<AppState>,
-    tls: Option<Arc<CertResolver>>,
-    settings: Settings,
+/// Why the transport refused a request head on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadRefusal {
+    /// A head line ended in a bare LF: hyper would accept it, a stricter
+    /// server behind or beside us might frame it differently.
+    BareLineFeed,
 }
 
-impl App {
-    /// Binds `server.listen` (and `server.admin_listen`) and builds the shared state.
-    pub async fn build(settings: Settings) -> io::Result<App> {
-        let state = Arc::new(AppState::new(&settings));
-        // Warm before listening: once the port answers, the cache is loaded.
-        if let Some(path) = &settings.cache.snapshot_path {
-            warm_start(&state, path).await;
-        }
-        let tls = match &settings.server.tls {
-            Some(tls) => Some(Arc::new(CertResolver::load(tls).map_err(io::Error::other)?)),
-            None => None,
-        };
-        let listener = TcpListener::bind(settings.server.listen).await?;
-        let admin_listener = match settings.server.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
-        Ok(App {
-            listener,
-            admin_listener,
-            state,
-            tls,
-            settings,
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every connection finished within the grace.
+    Complete,
+    /// The grace ran out with requests still open.
+    GraceElapsed,
+}
+
+/// The running transport: workers, accept loops and the drain they share.
+pub struct Transport {
+    limits: ConnectionLimits,
+    workers: Arc<Workers>,
+    stop_tx: watch::Sender<bool>,
+    /// Every connection holds a sender; when all are gone, the drain is over.
+    drained_tx: mpsc::Sender<()>,
+    drained_rx: mpsc::Receiver<()>,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+impl Transport {
+    /// Starts the workers `server` asks for; no listener yet.
+    pub fn start(server: &ServerSettings) -> io::Result<Transport> {
+        let (stop_tx, _) = watch::channel(false);
+        let (drained_tx, drained_rx) = mpsc::channel::<()>(1);
+        Ok(Transport {
+            limits: ConnectionLimits::from(server),
+            workers: Arc::new(Workers::start(server.worker_threads)?),
+            stop_tx,
+            drained_tx,
+            drained_rx,
+            accept_loops: Vec::new(),
         })
     }
 
-    /// What applies a new config to this proxy while it runs (SIGHUP).
-    pub fn reloader(&self, log_level: Option<LogLevel>) -> Reloader {
-        Reloader::new(
-            Arc::clone(&self.state),
-            self.settings.clone(),
-            self.tls.clone(),
-            log_level,
-        )
-    }
-
-    /// The public address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// The admin address actually bound, when there is one.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_listener
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok())
-    }
-
-    /// Serves until `shutdown` completes, then drains.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let App {
-            listener,
-            admin_listener,
-            state,
+    /// Accepts on `listener` until the drain, at most `max_connections` at
+    /// once, each connection answered by `responder` (over TLS with `tls`).
+    pub fn serve<R: Respond>(
+        &mut self,
+        listener: TcpListener,
+        responder: Arc<R>,
+        max_connections: usize,
+        tls: Option<TlsAcceptor>,
+    ) {
+        let accept = Listener {
+            limits: self.limits,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            stop: self.stop_tx.subscribe(),
+            drained: self.drained_tx.clone(),
             tls,
-            settings,
-        } = self;
-        let server = settings.server;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        // Every connection holds a sender; when all are gone, the drain is over.
-        let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
-        let limits = ConnectionLimits::from(&server);
-        let workers = Arc::new(Workers::start(server.worker_threads)?);
-        let public = Listener {
-            tls: tls.as_ref().map(|resolver| resolver.acceptor()),
-            ..Listener::new(
-                limits,
-                server.max_connections,
-                &stop_rx,
-                &drained_tx,
-                &workers,
-            )
+            workers: Arc::clone(&self.workers),
         };
-        tracing::info!(listen = %listener.local_addr()?, "listening");
-        let mut loops = vec![tokio::spawn(public.accept(listener, Arc::clone(&state)))];
-        if let Some(admin_listener) = admin_listener {
-            let admin = Listener::new(
-                limits,
-                ADMIN_MAX_CONNECTIONS,
-                &stop_rx,
-                &drained_tx,
-                &workers,
-            );
-            let admin_state = Arc::new(AdminState::new(Arc::clone(&state)));
-            tracing::info!(admin_listen = %admin_listener.local_addr()?, "admin listening");
-            loops.push(tokio::spawn(admin.accept(admin_listener, admin_state)));
-        }
-        if let Some(interval) = settings.log.summary_interval {
-            let stop = stop_rx.clone();
-            tokio::spawn(summary::run(Arc::clone(&state), interval, stop));
-        }
-        shutdown.await;
-        let deadline = Instant::now() + server.shutdown_grace;
-        tracing::info!(grace = ?server.shutdown_grace, "shutting down: draining connections");
+        self.accept_loops
+            .push(tokio::spawn(accept.accept(listener, responder)));
+    }
+
+    /// Stops accepting and lets open requests finish until `deadline` at most.
+    pub async fn drain(self, deadline: Instant) -> Drain {
+        let Transport {
+            stop_tx,
+            drained_tx,
+            mut drained_rx,
+            accept_loops,
+            ..
+        } = self;
         let _ = stop_tx.send(true);
-        for accept_loop in loops {
+        for accept_loop in accept_loops {
             let _ = accept_loop.await;
         }
         drop(drained_tx);
-        let drained = tokio::time::timeout_at(deadline.into(), drained_rx.recv()).await;
-        if drained.is_err() {
-            tracing::warn!("shutdown grace elapsed with requests still open");
+        match tokio::time::timeout_at(deadline.into(), drained_rx.recv()).await {
+            Ok(_) => Drain::Complete,
+            Err(_) => Drain::GraceElapsed,
         }
-        if let Some(path) = &settings.cache.snapshot_path {
-            save_snapshot(&state, path, deadline).await;
-        }
-        Ok(())
-    }
-}
-
-/// Loads the snapshot, if there is one; any problem is a logged cold start.
-async fn warm_start(state: &AppState, path: &Path) {
-    let started = Instant::now();
-    match state.cache.load_snapshot(path).await {
-        Ok((loaded, skipped)) => tracing::info!(
-            path = %path.display(),
-            loaded,
-            skipped,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot loaded: warm start"
-        ),
-        Err(SnapshotError::Io(error)) if error.kind() == io::ErrorKind::NotFound => {
-            tracing::info!(path = %path.display(), "no snapshot: cold start");
-        }
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "snapshot unusable: cold start");
-        }
-    }
-}
-
-/// Writes the snapshot within what is left of the shutdown grace.
-async fn save_snapshot(state: &AppState, path: &Path, deadline: Instant) {
-    let started = Instant::now();
-    match state.cache.save_snapshot(path, deadline).await {
-        Ok(written) => tracing::info!(
-            path = %path.display(),
-            written,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot written"
-        ),
-        Err(error) => tracing::warn!(path = %path.display(), %error, "snapshot not written"),
     }
 }
 
@@ -217,23 +144,6 @@ struct Listener {
 }
 
 impl Listener {
-    fn new(
-        limits: ConnectionLimits,
-        max_connections: usize,
-        stop: &watch::Receiver<bool>,
-        drained: &mpsc::Sender<()>,
-        workers: &Arc<Workers>,
-    ) -> Listener {
-        Listener {
-            limits,
-            slots: Arc::new(Semaphore::new(max_connections)),
-            stop: stop.clone(),
-            drained: drained.clone(),
-            tls: None,
-            workers: Arc::clone(workers),
-        }
-    }
-
     /// Accepts until the stop signal, each connection under a slot.
     async fn accept<R: Respond>(mut self, listener: TcpListener, responder: Arc<R>) {
         loop {

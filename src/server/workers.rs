@@ -4,10 +4,10 @@
 //! A connection stays on the worker it was handed to: its requests, the tasks
 //! they spawn, its upstream connections and its timers run there, so no
 //! worker wakes another to share out work (with work stealing, those wakeups
-//! cost more CPU than a HIT's own work; see the README's Benchmarks). A new
+//! cost more CPU than a HIT's own work; see docs/decisions.md). A new
 //! connection goes to the worker with the fewest open. Accepting, signals,
 //! reloads, the summary and the shared tier's background tasks run on the
-//! runtime that called [`App::run`](super::App::run).
+//! runtime that runs [`App::run`](crate::app::App::run).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

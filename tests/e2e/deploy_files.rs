@@ -870,19 +870,16 @@ fn the_systemd_unit_passes_systemd_analyze() {
 /// family counted once, since an empty one is not written): counters with
 /// `_total`, histograms with `_count`, `_sum` and `_bucket`.
 fn exported_series() -> (BTreeSet<String>, String) {
-    use ayra_cache::metrics::{EvictionCause, Metrics};
+    use ayra_cache::metrics::Metrics;
     let metrics = Metrics::new();
-    metrics.upstream(Duration::ZERO, Ok(()));
-    for error in ayra_cache::error::UpstreamError::ALL {
-        metrics.upstream(Duration::ZERO, Err(error));
+    metrics.upstream(Duration::ZERO, None);
+    for error in ayra_cache::upstream::UpstreamError::ALL {
+        metrics.upstream(Duration::ZERO, Some(error.fault()));
     }
-    metrics.store_decision(None);
-    metrics.store_decision(Some(ayra_cache::cache::policy::NoStoreReason::InProgress));
-    metrics.eviction(EvictionCause::Size);
-    let text = metrics.encode(ayra_cache::cache::Usage {
-        entries: 0,
-        bytes: 0,
-    });
+    metrics.stored();
+    metrics.store_refused(ayra_cache::cache::policy::NoStoreReason::InProgress.as_str());
+    metrics.eviction("size");
+    let text = metrics.encode(0, 0);
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(declaration) = line.strip_prefix("# TYPE ") else {

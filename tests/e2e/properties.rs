@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use ayra_cache::auth::{Authenticator, Fingerprint, Partition};
-use ayra_cache::cache::key::{read_flags, CacheKey, Flags};
+use ayra_cache::auth::Authenticator;
+use ayra_cache::cache::key::{read_flags, CacheKey};
 use ayra_cache::cache::policy::{Answer, EntryKind, NoStoreReason, StorePolicy};
 use ayra_cache::config::Secret;
+use ayra_cache::domain::{ConversationId, Fingerprint, Flags, Partition};
 use ayra_cache::error::ProxyError;
-use ayra_cache::route::ConversationId;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use serde_json::{json, Value};

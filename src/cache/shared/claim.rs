@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::metrics::{ClaimResult, WaitOutcome};
+use super::tier_metrics::{ClaimResult, WaitOutcome};
 use super::{Notice, SharedTier};
 use crate::cache::entry::CachedResponse;
 use crate::cache::key::CacheKey;

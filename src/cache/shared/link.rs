@@ -16,7 +16,8 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisFuture, Value};
 
-use super::metrics::SharedMetrics;
+use super::tier_metrics::TierMetrics;
+use crate::cache::tasks::BackgroundTask;
 use crate::config::SharedSettings;
 
 /// How long the tier is left alone after a fault before it is tried again.
@@ -49,35 +50,37 @@ impl SharedError {
     }
 }
 
-/// A standalone server, or a cluster once its topology has been read.
+/// A standalone server's self-healing connection, or a cluster's once its
+/// topology has been read.
 enum Connection {
     Single(ConnectionManager),
-    Cluster(Arc<ArcSwapOption<ClusterConnection>>),
+    Cluster(ClusterConnection),
 }
 
 /// One Redis (or cluster) and what the tier knows of its health.
 pub struct Link {
-    connection: Connection,
+    /// Empty until the connecting task has made the connection.
+    connection: Arc<ArcSwapOption<Connection>>,
     timeout: Duration,
     health: Health,
-    metrics: Arc<SharedMetrics>,
+    metrics: Arc<TierMetrics>,
 }
 
 impl Link {
-    /// Starts connecting in the background; never waits, never fails on a
-    /// Redis that is down (only on a URL the client cannot use).
+    /// The link, and the task that connects it (the caller spawns it);
+    /// never waits, never fails on a Redis that is down (only on a URL the
+    /// client cannot use).
     pub fn open(
         settings: &SharedSettings,
-        metrics: Arc<SharedMetrics>,
-    ) -> redis::RedisResult<Link> {
-        let connection = if settings.cluster {
-            let slot = Arc::new(ArcSwapOption::empty());
+        metrics: Arc<TierMetrics>,
+    ) -> redis::RedisResult<(Link, BackgroundTask)> {
+        let slot = Arc::new(ArcSwapOption::empty());
+        let connecting: BackgroundTask = if settings.cluster {
             let builder = ClusterClientBuilder::new(vec![settings.redis_url.as_str()])
                 .connection_timeout(settings.timeout)
                 .response_timeout(settings.timeout)
                 .retries(1);
-            tokio::spawn(connect_cluster(builder.build()?, Arc::clone(&slot)));
-            Connection::Cluster(slot)
+            Box::pin(connect_cluster(builder.build()?, Arc::clone(&slot)))
         } else {
             let client = redis::Client::open(settings.redis_url.as_str())?;
             let config = ConnectionManagerConfig::new()
@@ -85,14 +88,15 @@ impl Link {
                 .set_response_timeout(Some(settings.timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(REST);
-            Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            Box::pin(connect_single(client, config, Arc::clone(&slot)))
         };
-        Ok(Link {
-            connection,
+        let link = Link {
+            connection: slot,
             timeout: settings.timeout,
             health: Health::new(),
             metrics,
-        })
+        };
+        Ok((link, connecting))
     }
 
     /// Runs `command`, bounded by the timeout; any fault is counted, may be
@@ -101,12 +105,10 @@ impl Link {
         if self.health.resting() {
             return Err(SharedError::Resting);
         }
-        let mut connection = match &self.connection {
-            Connection::Single(manager) => Handle::Single(manager.clone()),
-            Connection::Cluster(slot) => match slot.load_full() {
-                Some(cluster) => Handle::Cluster((*cluster).clone()),
-                None => return Err(self.fault(SharedError::Unavailable)),
-            },
+        let mut connection = match self.connection.load().as_deref() {
+            Some(Connection::Single(manager)) => Handle::Single(manager.clone()),
+            Some(Connection::Cluster(cluster)) => Handle::Cluster(cluster.clone()),
+            None => return Err(self.fault(SharedError::Unavailable)),
         };
         match tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await {
             Ok(Ok(value)) => {
@@ -128,7 +130,7 @@ impl Link {
     }
 
     fn fault(&self, error: SharedError) -> SharedError {
-        self.metrics.error(error);
+        self.metrics.error(error.as_str());
         if self.health.failed() {
             tracing::warn!(
                 target: "ayra_cache::shared",
@@ -141,16 +143,35 @@ impl Link {
     }
 }
 
+/// Makes the standalone connection: lazy (it connects on first use) and
+/// self-healing. Made here rather than in [`Link::open`] because the
+/// manager starts a task of its own, which belongs on the runtime that runs
+/// the tier's background work.
+async fn connect_single(
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    slot: Arc<ArcSwapOption<Connection>>,
+) {
+    match ConnectionManager::new_lazy_with_config(client, config) {
+        Ok(manager) => slot.store(Some(Arc::new(Connection::Single(manager)))),
+        Err(error) => tracing::error!(
+            target: "ayra_cache::shared",
+            %error,
+            "the shared tier's connection could not be made; caching alone"
+        ),
+    }
+}
+
 /// Reads the cluster's topology until it answers, then hands the connection
 /// over; the connection follows topology changes by itself afterwards.
 async fn connect_cluster(
     client: redis::cluster::ClusterClient,
-    slot: Arc<ArcSwapOption<ClusterConnection>>,
+    slot: Arc<ArcSwapOption<Connection>>,
 ) {
     loop {
         match client.get_async_connection().await {
             Ok(connection) => {
-                slot.store(Some(Arc::new(connection)));
+                slot.store(Some(Arc::new(Connection::Cluster(connection))));
                 return;
             }
             Err(_) => tokio::time::sleep(REST).await,

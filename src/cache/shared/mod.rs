@@ -3,15 +3,15 @@
 //! Split by topic: [`link`] (the connection, timeouts and health),
 //! [`names`] (the key layout), [`value`] (format and sealing), [`claim`]
 //! (one fetch per key across replicas), [`purge`], [`notices`] (pub/sub
-//! between replicas) and [`metrics`]; this file reads and writes values. Every operation here answers
+//! between replicas) and [`tier_metrics`]; this file reads and writes values. Every operation here answers
 //! "nothing" rather than failing: a Redis fault is never a client's error.
 
 mod claim;
 mod link;
-mod metrics;
 mod names;
 mod notices;
 mod purge;
+mod tier_metrics;
 mod value;
 
 use std::sync::Arc;
@@ -23,14 +23,15 @@ use tokio::sync::broadcast;
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use super::record::{self, Clocks, Record};
+use super::tasks::CacheTasks;
 use crate::config::SharedSettings;
 pub use claim::{Claim, ClaimGuard};
 use link::Link;
 pub use link::SharedError;
-use metrics::LookupResult;
-pub use metrics::SharedMetrics;
 use names::Names;
 pub use notices::Notice;
+use tier_metrics::LookupResult;
+pub use tier_metrics::TierMetrics;
 use value::Sealer;
 
 /// Writes a value, indexes it under its conversation and lets go of the
@@ -53,25 +54,30 @@ pub struct SharedTier {
     sealer: Sealer,
     notices: broadcast::Sender<Notice>,
     lock_ttl: Duration,
-    metrics: Arc<SharedMetrics>,
+    metrics: Arc<TierMetrics>,
 }
 
 impl SharedTier {
-    /// Starts connecting and listening in the background; never waits for Redis.
+    /// The tier, and in `tasks` the work that connects it and listens for
+    /// notices; never waits for Redis.
     pub fn start(
         settings: &SharedSettings,
-        metrics: Arc<SharedMetrics>,
+        metrics: Arc<TierMetrics>,
+        tasks: &mut CacheTasks,
     ) -> redis::RedisResult<Arc<SharedTier>> {
         let names = Names::new(&settings.key_prefix);
         let (notices, _) = broadcast::channel(1024);
-        tokio::spawn(notices::listen(
+        let listening = notices::listen(
             redis::Client::open(settings.redis_url.as_str())?,
             names.channel(),
             settings.timeout,
             notices.clone(),
-        ));
+        );
+        let (link, connecting) = Link::open(settings, Arc::clone(&metrics))?;
+        tasks.add_boxed("shared-tier connection", connecting);
+        tasks.add("shared-tier notices", listening);
         Ok(Arc::new(SharedTier {
-            link: Link::open(settings, Arc::clone(&metrics))?,
+            link,
             names,
             sealer: Sealer::new(settings.encryption_key),
             notices,

@@ -10,8 +10,7 @@ use std::fmt::Write;
 
 use super::super::key::CacheKey;
 use super::super::record::FORMAT;
-use crate::auth::Partition;
-use crate::route::ConversationId;
+use crate::domain::{ConversationId, Partition};
 
 /// The key names under one `shared.key_prefix`.
 #[derive(Debug, Clone)]
@@ -82,8 +81,7 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Fingerprint;
-    use crate::cache::key::Flags;
+    use crate::domain::{Fingerprint, Flags};
 
     fn key(partition: Partition, flags: Flags) -> CacheKey {
         CacheKey {

@@ -1,7 +1,7 @@
 //! Purges across replicas: delete a conversation's values (or all) from Redis and tell every replica to drop its local copies.
 
 use super::{Notice, SharedError, SharedTier};
-use crate::route::ConversationId;
+use crate::domain::ConversationId;
 
 /// Deletes every value a conversation's index names, and the index.
 const PURGE: &str = r"

@@ -6,11 +6,9 @@ use std::time::Duration;
 use http::{header, HeaderValue, StatusCode};
 
 use super::*;
-use crate::auth::{Fingerprint, Partition};
-use crate::cache::body::StoredBody;
-use crate::cache::key::Flags;
 use crate::cache::policy::{EntryKind, Lifetime};
-use crate::route::ConversationId;
+use crate::cache::stored_body::StoredBody;
+use crate::domain::{ConversationId, Fingerprint, Flags, Partition};
 
 fn key(id: &str, partition: Partition) -> CacheKey {
     CacheKey {

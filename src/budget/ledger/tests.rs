@@ -1,0 +1,245 @@
+//! Unit tests of one budget's ledger: the fast path, queueing, turns, withdrawal, refreshes, pauses; clock passed in.
+
+use super::*;
+use crate::domain::Fingerprint;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn ledger(rate: f64, burst: u32, max_wait: Duration, now: Instant) -> Ledger {
+    let settings = BudgetSettings {
+        rate,
+        burst,
+        max_wait,
+    };
+    Ledger::new(&settings, now)
+}
+
+fn client(name: &str) -> ClientIdentity {
+    ClientIdentity::Token(Fingerprint::of(name.as_bytes()))
+}
+
+fn queued(arrival: Arrival) -> Place {
+    match arrival {
+        Arrival::Queued(place) => place,
+        other => panic!("expected a queued call, got {other:?}"),
+    }
+}
+
+fn has_token(place: &mut Place) -> bool {
+    place.receiver.try_recv().is_ok()
+}
+
+#[test]
+fn a_token_there_and_nobody_waiting_is_granted_at_once() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 2, ms(1000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    let place = queued(l.arrive(client("a"), t0));
+    assert!(
+        place.start_driver,
+        "the first queued call starts the driver"
+    );
+    assert_eq!(place.deadline, t0 + ms(1000));
+    assert!(!queued(l.arrive(client("b"), t0)).start_driver);
+}
+
+#[test]
+fn a_queued_call_gets_the_next_token_when_it_comes() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, ms(1000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    let mut place = queued(l.arrive(client("a"), t0));
+    assert_eq!(l.drive(t0 + ms(50)), Some(t0 + ms(100)));
+    assert!(!has_token(&mut place));
+    assert_eq!(l.drive(t0 + ms(100)), None, "nobody left: the driver stops");
+    assert!(has_token(&mut place));
+}
+
+#[test]
+fn a_newcomer_never_jumps_the_queue() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, ms(1000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    let mut first = queued(l.arrive(client("a"), t0));
+    // The token has come but no driver ran yet: the newcomer queues, the
+    // earlier call gets it.
+    let mut second = queued(l.arrive(client("a"), t0 + ms(100)));
+    assert!(has_token(&mut first) && !has_token(&mut second));
+}
+
+#[test]
+fn waiting_identities_are_granted_in_rotation() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, ms(2000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    let mut a: Vec<_> = (0..5).map(|_| queued(l.arrive(client("a"), t0))).collect();
+    let mut b = queued(l.arrive(client("b"), t0));
+    l.drive(t0 + ms(100));
+    assert!(has_token(&mut a[0]) && !has_token(&mut b));
+    l.drive(t0 + ms(200));
+    assert!(has_token(&mut b), "b waited one of a's turns, not five");
+    assert!(!has_token(&mut a[1]));
+    l.drive(t0 + ms(300));
+    assert!(has_token(&mut a[1]));
+}
+
+#[test]
+fn a_turn_that_cannot_come_within_max_wait_is_refused_at_once() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, ms(250), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    queued(l.arrive(client("a"), t0)); // token at 100 ms
+    queued(l.arrive(client("a"), t0)); // 200 ms
+    match l.arrive(client("a"), t0) {
+        Arrival::Refused {
+            reason,
+            retry_after_secs,
+        } => assert_eq!((reason, retry_after_secs), (RefusalReason::Exhausted, 1)),
+        other => panic!("300 ms is past the 250 ms wait: {other:?}"),
+    }
+    // Another identity is not behind a's calls: it may still get a turn.
+    queued(l.arrive(client("b"), t0));
+}
+
+#[test]
+fn no_wait_allowed_means_refused_unless_a_token_is_there() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, Duration::ZERO, t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Refused { .. }));
+}
+
+#[test]
+fn a_pause_holds_every_grant_until_it_ends() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 5, ms(3000), t0);
+    assert!(l.pause(t0 + ms(2000)));
+    let mut place = queued(l.arrive(client("a"), t0));
+    assert_eq!(l.drive(t0 + ms(1000)), Some(t0 + ms(2000)));
+    assert!(!has_token(&mut place));
+    assert_eq!(l.try_refresh(t0 + ms(1000)), RefreshAdmission::Skipped);
+    assert_eq!(l.drive(t0 + ms(2000)), None);
+    assert!(has_token(&mut place));
+}
+
+#[test]
+fn a_pause_past_the_wait_refuses_at_once_with_the_pause_left() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 5, ms(2000), t0);
+    l.pause(t0 + ms(4500));
+    match l.arrive(client("a"), t0 + ms(500)) {
+        Arrival::Refused {
+            reason,
+            retry_after_secs,
+        } => assert_eq!((reason, retry_after_secs), (RefusalReason::Paused, 4)),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let (reason, _) = l.refusal(&client("a"), t0 + ms(4600));
+    assert_eq!(reason, RefusalReason::Exhausted, "the pause is over");
+}
+
+#[test]
+fn a_call_that_gives_up_before_its_turn_leaves_its_place() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, ms(1000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    let mut gone = queued(l.arrive(client("a"), t0));
+    let mut next = queued(l.arrive(client("b"), t0));
+    let withdrawal = l.withdraw(&client("a"), gone.ticket, &mut gone.receiver);
+    assert_eq!(withdrawal, Withdrawal::Withdrawn);
+    l.drive(t0 + ms(100));
+    assert!(has_token(&mut next));
+}
+
+#[test]
+fn a_token_sent_to_a_call_that_went_away_goes_to_the_next_in_turn() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, ms(1000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    let mut gone = queued(l.arrive(client("a"), t0));
+    let mut next = queued(l.arrive(client("b"), t0));
+    l.drive(t0 + ms(100)); // gone's token is in its channel
+    let withdrawal = l.withdraw(&client("a"), gone.ticket, &mut gone.receiver);
+    assert_eq!(withdrawal, Withdrawal::AlreadyGranted);
+    l.return_token(t0 + ms(100));
+    assert!(has_token(&mut next));
+}
+
+#[test]
+fn a_token_sent_to_a_call_that_went_away_goes_back_to_the_bucket() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, ms(1000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    let mut gone = queued(l.arrive(client("a"), t0));
+    l.drive(t0 + ms(100));
+    assert_eq!(
+        l.withdraw(&client("a"), gone.ticket, &mut gone.receiver),
+        Withdrawal::AlreadyGranted
+    );
+    l.return_token(t0 + ms(100));
+    assert!(matches!(
+        l.arrive(client("c"), t0 + ms(100)),
+        Arrival::Granted
+    ));
+}
+
+#[test]
+fn a_refresh_takes_only_a_token_no_client_waits_for() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 2, ms(1000), t0);
+    assert_eq!(l.try_refresh(t0), RefreshAdmission::Granted);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    assert_eq!(l.try_refresh(t0), RefreshAdmission::Skipped, "no token");
+    let _waiting = queued(l.arrive(client("a"), t0));
+    // A token has come, but a client waits for it.
+    assert_eq!(l.try_refresh(t0 + ms(100)), RefreshAdmission::Skipped);
+    assert_eq!(l.view(t0).waiting, 1, "a refresh never queues");
+}
+
+#[test]
+fn a_budget_turned_off_by_a_reload_lets_every_waiting_call_go() {
+    let t0 = Instant::now();
+    let mut l = ledger(1.0, 1, ms(5000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    let mut places: Vec<_> = (0..3).map(|_| queued(l.arrive(client("a"), t0))).collect();
+    let off = BudgetSettings {
+        rate: 0.0,
+        burst: 1,
+        max_wait: ms(5000),
+    };
+    l.reconfigure(&off, t0);
+    assert!(places.iter_mut().all(has_token));
+}
+
+#[test]
+fn a_ledger_is_at_rest_only_when_a_new_one_would_be_the_same() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 1, ms(1000), t0);
+    assert!(l.is_at_rest(t0));
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    assert!(!l.is_at_rest(t0), "the bucket is not full");
+    assert!(l.is_at_rest(t0 + ms(100)));
+    l.pause(t0 + ms(500));
+    assert!(!l.is_at_rest(t0 + ms(200)), "paused");
+    let place = queued(l.arrive(client("a"), t0 + ms(200)));
+    assert!(place.start_driver);
+    assert!(!l.is_at_rest(t0 + ms(200)));
+    assert_eq!(l.drive(t0 + ms(500)), None);
+    assert!(l.is_at_rest(t0 + ms(600)));
+}
+
+#[test]
+fn the_view_shows_tokens_waiting_calls_and_the_pause() {
+    let t0 = Instant::now();
+    let mut l = ledger(10.0, 3, ms(1000), t0);
+    assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
+    l.pause(t0 + ms(700));
+    let _place = queued(l.arrive(client("a"), t0));
+    let view = l.view(t0);
+    assert_eq!(view.tokens, Some(2));
+    assert_eq!(view.waiting, 1);
+    assert_eq!(view.paused_until, Some(t0 + ms(700)));
+}

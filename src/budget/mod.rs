@@ -1,0 +1,82 @@
+//! The API key's budget (SPEC section 12): upstream calls paced per upstream credential, waiting clients taking turns.
+//!
+//! **What it counts.** Upstream calls only: a cached-route fetch (one per
+//! coalesced flight: requests that join a flight cost nothing), a
+//! background refresh, a pass-through request. HITs, shared-tier hits and
+//! micro-cached answers never reach it: the caller asks for a turn right
+//! before it calls upstream, never before its cache lookup. There is one
+//! [`Budget`] per [`UpstreamCredential`] (the proxy's `upstream.api_key`,
+//! or in pass-through mode each client's own key), held by [`Budgets`].
+//!
+//! **Pacing.** A token bucket in its GCRA form (`bucket`): `rate` tokens
+//! a second, at most `burst` held; `rate = 0` turns it all off. A reload
+//! changes the pace for new calls at once and never grants a fresh burst.
+//!
+//! **Taking turns.** A call that finds a token and nobody waiting goes at
+//! once: a read lock on the map of budgets (a writer holds it only to add
+//! a credential or sweep), one short mutex, no allocation. Otherwise it waits, and waiting
+//! calls are granted in rotation across [`ClientIdentity`]s (the client's
+//! own token; anonymous clients are one identity), first come first served
+//! within one (`turns`), so a client with hundreds of calls queued delays
+//! another client's one call by at most one turn. A call whose turn cannot
+//! come within `max_wait` (known at once, or found at its deadline) is
+//! [`Admission::Refused`] with whole seconds until a turn could come. A
+//! dropped waiting call loses no token: one already sent to it goes to the
+//! next in turn, or back to the bucket. A background refresh takes a token
+//! only when no client waits and never waits ([`RefreshAdmission`]).
+//!
+//! **The upstream's own 429.** [`pause_length`] reads its `retry-after`
+//! (seconds or an HTTP date; 1 s without one; at most 5 minutes), and
+//! [`Budgets::pause`] holds every call on that credential until then; a
+//! later `429` extends a pause, never shortens it. With the budget off
+//! (`rate = 0`) nothing is paused either: the proxy behaves as before.
+//!
+//! **Seen from outside.** [`BudgetMetrics`] (waits, wait seconds,
+//! refusals by what the client got, the paused gauge) and
+//! [`Budgets::snapshot`] for `/admin/stats` (fingerprint prefix, tokens,
+//! waiting calls, paused until; never the key).
+//!
+//! **Left for the wiring** (after the fetch path's restructure): build
+//! [`Budgets`] in the composition root with [`BudgetMetrics::register`];
+//! call [`Budgets::admit`] inside a flight's leader right before the
+//! upstream call, and in pass-through; answer a refusal stale
+//! (`detail=budget`) or `429 rate_limit_error / upstream_budget_exhausted`
+//! with `retry-after`, counted with [`Budgets::exhausted`]; ask
+//! [`Budgets::try_refresh`] before a refresh; on an upstream `429` call
+//! [`Budgets::pause`] with [`pause_length`]; log `budget_wait_ms` from
+//! [`Admission::waited`]; [`Budgets::reconfigure`] on SIGHUP;
+//! [`Budgets::snapshot`] in `/admin/stats`; [`Budgets::sweep`] from a
+//! periodic task.
+//!
+//! **Across replicas** (not built yet). Tokens are taken only in
+//! `ledger`, synchronously under a budget's lock, from a local
+//! [`Bucket`]. A Redis-shared budget would refill that local bucket from a
+//! shared GCRA key per credential fingerprint (a lease of a few tokens per
+//! round trip, so the lock never waits on Redis), fall back to the full
+//! local rate when Redis is unreachable, and publish pauses through the
+//! shared tier's notices so every replica calls [`Budget::pause`]. No trait
+//! stands in for it yet: there is one kind of bucket today.
+
+mod bucket;
+mod decision;
+mod ledger;
+mod metrics;
+mod pause;
+mod registry;
+mod turns;
+mod waiting;
+
+use std::time::Instant;
+
+pub use bucket::{Bucket, Pace};
+pub use decision::{Admission, ExhaustedOutcome, RefreshAdmission, RefusalReason};
+pub use metrics::BudgetMetrics;
+pub use pause::{pause_length, RetryAfter, DEFAULT_PAUSE, MAX_PAUSE};
+pub use registry::{BudgetSnapshot, Budgets, UpstreamCredential};
+pub use turns::ClientIdentity;
+pub use waiting::Budget;
+
+/// The budget's clock: tokio's, so tests can pause and advance it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}

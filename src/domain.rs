@@ -1,0 +1,161 @@
+//! The domain's own types, which every layer may use: a conversation id, the include flags, whose answers a request reads.
+//!
+//! A leaf: nothing here imports another module of this crate, so the route,
+//! the credentials, the cache and the upstream client can all speak of the
+//! same id, flags and partition without knowing one another.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+/// A conversation id known to match `[A-Za-z0-9_-]{1,128}`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConversationId(Arc<str>);
+
+/// A conversation id that is not `[A-Za-z0-9_-]{1,128}` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid conversation id")]
+pub struct InvalidConversationId;
+
+impl ConversationId {
+    /// Checks the id as it appears in the path: no decoding, so `%2F`, dots
+    /// and slashes are all refused.
+    pub fn parse(raw: &str) -> Result<ConversationId, InvalidConversationId> {
+        let valid = (1..=128).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(ConversationId(Arc::from(raw)))
+        } else {
+            Err(InvalidConversationId)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The three `include_*` query flags, each `true` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flags {
+    pub transcript: bool,
+    pub recording: bool,
+    pub analytics: bool,
+}
+
+impl Default for Flags {
+    fn default() -> Self {
+        Flags {
+            transcript: true,
+            recording: true,
+            analytics: true,
+        }
+    }
+}
+
+impl Flags {
+    /// The query the proxy sends upstream: every flag written out.
+    pub fn upstream_query(&self) -> String {
+        format!(
+            "include_transcript={}&include_recording={}&include_analytics={}",
+            self.transcript, self.recording, self.analytics
+        )
+    }
+}
+
+/// A SHA-256 digest of a credential; the only form of it the cache keeps.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of these bytes.
+    pub fn of(bytes: &[u8]) -> Fingerprint {
+        Fingerprint(Sha256::digest(bytes).into())
+    }
+
+    /// The digest itself (for the snapshot file; never the credential).
+    pub fn digest(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// A fingerprint from a configured SHA-256 digest.
+    pub fn from_digest(digest: [u8; 32]) -> Fingerprint {
+        Fingerprint(digest)
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({}..)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// Whose cached answers a request may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Partition {
+    /// Pass-through mode, a request without `Authorization`.
+    Anonymous,
+    /// Pass-through mode, one client credential.
+    Key(Fingerprint),
+    /// Proxy-held key: every client reads the same answers.
+    Shared,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_as_written() {
+        for good in ["conv_abc123xyz789", "a", "A-Z_0-9", &"x".repeat(128)] {
+            assert!(ConversationId::parse(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(129);
+        for bad in [
+            "",
+            "a/b",
+            "a.b",
+            "..",
+            "a%2Fb",
+            "a%41",
+            "é",
+            "a b",
+            "a+b",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                ConversationId::parse(bad),
+                Err(InvalidConversationId),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_flag_is_written_out_upstream() {
+        let flags = Flags {
+            recording: false,
+            ..Flags::default()
+        };
+        assert_eq!(
+            flags.upstream_query(),
+            "include_transcript=true&include_recording=false&include_analytics=true"
+        );
+    }
+
+    #[test]
+    fn fingerprints_do_not_show_the_credential() {
+        let printed = format!("{:?}", Fingerprint::of(b"Bearer sk_live_secret"));
+        assert!(!printed.contains("sk_live"));
+    }
+}

@@ -1,0 +1,20 @@
+//! What every request shares: the live settings, the upstream client, the cache, the metrics.
+
+use std::sync::Arc;
+
+use crate::cache::Cache;
+use crate::live::LiveSettings;
+use crate::metrics::Metrics;
+use crate::passthrough::PassThrough;
+use crate::upstream::Upstream;
+
+/// What every request shares; built by the composition root ([`crate::app`]).
+pub struct AppState {
+    /// The settings that change on reload, swapped as one value.
+    pub live: Arc<LiveSettings>,
+    pub upstream: Arc<Upstream>,
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+    /// The pass-through route, with the bounds on a forwarded body (fixed at start).
+    pub passthrough: PassThrough,
+}
