@@ -1,4 +1,4 @@
-//! The domain's own types, which every layer may use: a conversation id, the include flags, whose answers a request reads.
+//! The domain's own types, which every layer may use: a conversation id, the include flags, whose answers a request reads, the content codings.
 //!
 //! A leaf: nothing here imports another module of this crate, so the route,
 //! the credentials, the cache and the upstream client can all speak of the
@@ -109,6 +109,35 @@ pub enum Partition {
     Key(Fingerprint),
     /// Proxy-held key: every client reads the same answers.
     Shared,
+}
+
+/// A content coding the proxy can offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Br,
+    Gzip,
+    Zstd,
+}
+
+impl Encoding {
+    /// Every coding, for config validation.
+    pub const ALL: [Encoding; 3] = [Encoding::Br, Encoding::Gzip, Encoding::Zstd];
+
+    /// The token in `Accept-Encoding` and `content-encoding`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Br => "br",
+            Encoding::Gzip => "gzip",
+            Encoding::Zstd => "zstd",
+        }
+    }
+
+    /// The coding named `name` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        Encoding::ALL
+            .into_iter()
+            .find(|encoding| name.eq_ignore_ascii_case(encoding.as_str()))
+    }
 }
 
 #[cfg(test)]

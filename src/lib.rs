@@ -32,28 +32,28 @@
 //! - [`error`]: the proxy's errors and their one status mapping.
 //! - [`metrics`]: the Prometheus metrics every part counts into.
 
-pub mod access_log;
-pub mod admin;
+pub(crate) mod access_log;
+pub(crate) mod admin;
 pub mod app;
 pub mod auth;
-pub mod body;
+pub(crate) mod body;
 pub mod budget;
 pub mod cache;
-pub mod certificate;
+pub(crate) mod certificate;
 pub mod config;
-pub mod conversation;
+pub(crate) mod conversation;
 pub mod domain;
 pub mod error;
-pub mod handler;
-pub mod hop_by_hop;
-pub mod live;
+pub(crate) mod handler;
+pub(crate) mod hop_by_hop;
+pub(crate) mod live;
 pub mod metrics;
-pub mod passthrough;
+pub(crate) mod passthrough;
 pub mod reload;
 pub mod route;
 pub mod server;
-pub mod state;
-pub mod summary;
+pub(crate) mod state;
+pub(crate) mod summary;
 pub mod telemetry;
 pub mod trace_context;
 pub mod upstream;

@@ -7,62 +7,34 @@
 use std::io::Write;
 
 use super::stored_body::StoredBody;
+pub use crate::domain::Encoding;
 
 /// Bodies smaller than this are sent as they are.
 pub const MIN_COMPRESSED_BODY: usize = 1024;
 
-/// A content coding the proxy can offer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    Br,
-    Gzip,
-    Zstd,
-}
-
-impl Encoding {
-    /// Every coding, for config validation.
-    pub const ALL: [Encoding; 3] = [Encoding::Br, Encoding::Gzip, Encoding::Zstd];
-
-    /// The token in `Accept-Encoding` and `content-encoding`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Encoding::Br => "br",
-            Encoding::Gzip => "gzip",
-            Encoding::Zstd => "zstd",
+/// `body` compressed with `encoding`, at a level chosen for small JSON
+/// bodies (fast enough to run once per entry in the background).
+pub fn compress(encoding: Encoding, body: &StoredBody) -> std::io::Result<StoredBody> {
+    let compressed = match encoding {
+        Encoding::Gzip => {
+            let level = flate2::Compression::new(6);
+            write_parts(flate2::write::GzEncoder::new(Vec::new(), level), body)?.finish()?
         }
-    }
-
-    /// The coding named `name` (case-insensitive).
-    pub fn from_name(name: &str) -> Option<Encoding> {
-        Encoding::ALL
-            .into_iter()
-            .find(|encoding| name.eq_ignore_ascii_case(encoding.as_str()))
-    }
-
-    /// `body` compressed with this coding, at a level chosen for small JSON
-    /// bodies (fast enough to run once per entry in the background).
-    pub fn compress(self, body: &StoredBody) -> std::io::Result<StoredBody> {
-        let compressed = match self {
-            Encoding::Gzip => {
-                let level = flate2::Compression::new(6);
-                write_parts(flate2::write::GzEncoder::new(Vec::new(), level), body)?.finish()?
-            }
-            Encoding::Br => {
-                let mut out = Vec::new();
-                // A window near the body's size: a 6 KB body needs no 4 MB of
-                // encoder state. Below 2^18 the encoder takes a path 40 times
-                // slower (measured), so never smaller.
-                let window = body.len().next_power_of_two().trailing_zeros();
-                let window = window.clamp(18, 22);
-                let encoder = brotli::CompressorWriter::new(&mut out, 4096, 5, window);
-                drop(write_parts(encoder, body)?);
-                out
-            }
-            Encoding::Zstd => write_parts(zstd::Encoder::new(Vec::new(), 3)?, body)?.finish()?,
-        };
-        // The encoders grow their output by doubling: keep only what is used.
-        Ok(StoredBody::copy_from(&compressed))
-    }
+        Encoding::Br => {
+            let mut out = Vec::new();
+            // A window near the body's size: a 6 KB body needs no 4 MB of
+            // encoder state. Below 2^18 the encoder takes a path 40 times
+            // slower (measured), so never smaller.
+            let window = body.len().next_power_of_two().trailing_zeros();
+            let window = window.clamp(18, 22);
+            let encoder = brotli::CompressorWriter::new(&mut out, 4096, 5, window);
+            drop(write_parts(encoder, body)?);
+            out
+        }
+        Encoding::Zstd => write_parts(zstd::Encoder::new(Vec::new(), 3)?, body)?.finish()?,
+    };
+    // The encoders grow their output by doubling: keep only what is used.
+    Ok(StoredBody::copy_from(&compressed))
 }
 
 /// `body`'s parts written into `writer`, in order.
@@ -243,19 +215,19 @@ mod tests {
         let body = br#"{"data":{"transcript":"hello hello hello hello hello"}}"#.repeat(40);
         let stored = StoredBody::copy_from(&body);
         assert!(!stored.parts()[1].is_empty(), "read across both parts");
-        let gz = Gzip.compress(&stored).unwrap().to_vec();
+        let gz = compress(Gzip, &stored).unwrap().to_vec();
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, body);
-        let br = Br.compress(&stored).unwrap().to_vec();
+        let br = compress(Br, &stored).unwrap().to_vec();
         let mut out = Vec::new();
         brotli::Decompressor::new(&br[..], 4096)
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, body);
-        let zs = Zstd.compress(&stored).unwrap().to_vec();
+        let zs = compress(Zstd, &stored).unwrap().to_vec();
         assert_eq!(zstd::decode_all(&zs[..]).unwrap(), body);
         assert!(gz.len() < body.len() / 4 && br.len() < gz.len());
     }

@@ -4,7 +4,7 @@ use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use http::{header, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use super::encoding::Encoding;
+use super::encoding::{compress, Encoding};
 use super::stored_body::StoredBody;
 
 /// The body in one content coding, with an ETag of its own.
@@ -25,7 +25,7 @@ impl Variant {
     ) -> std::io::Result<Variant> {
         Ok(Variant {
             encoding,
-            body: encoding.compress(body)?,
+            body: compress(encoding, body)?,
             etag: tagged(identity_etag, encoding),
         })
     }

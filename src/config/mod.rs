@@ -22,7 +22,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 
-use crate::cache::encoding::Encoding;
+use crate::domain::Encoding;
 
 use raw::RawSettings;
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use http::{HeaderValue, Uri};
 
-use crate::cache::encoding::Encoding;
 use crate::certificate::{self, PairError};
+use crate::domain::Encoding;
 
 use super::durations::{duration, positive_duration};
 use super::raw::{RawSettings, RawSize};
@@ -252,10 +252,9 @@ fn api_key(key: &str) -> Result<Secret, ConfigError> {
     if key.is_empty() {
         return Err(ConfigError::invalid(KEY, "is empty"));
     }
-    let mut value = HeaderValue::try_from(format!("Bearer {key}"))
+    let value = HeaderValue::try_from(format!("Bearer {key}"))
         .map_err(|_| ConfigError::invalid(KEY, "contains characters a header cannot carry"))?;
-    value.set_sensitive(true);
-    Ok(Secret(value))
+    Ok(Secret::new(value))
 }
 
 fn statuses(statuses: Vec<String>) -> Result<Vec<String>, ConfigError> {
