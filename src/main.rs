@@ -68,31 +68,41 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings, config: PathBuf, log_level: LogLevel) -> std::io::Result<()> {
+    // Signals are caught from before the port is bound: one that comes as
+    // soon as clients can connect is handled, never the default action
+    // (which ends the process). A SIGHUP that early is ignored.
+    let shutdown = shutdown_signal()?;
+    #[cfg(unix)]
+    let early_hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let app = App::build(settings).await?;
     #[cfg(unix)]
-    tokio::spawn(reload::on_sighup(app.reloader(Some(log_level)), config));
-    app.run(shutdown_signal()).await
+    {
+        tokio::spawn(reload::on_sighup(app.reloader(Some(log_level)), config));
+        drop(early_hangups);
+    }
+    app.run(shutdown).await
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
+/// Listens for SIGTERM and SIGINT from now on; the future completes on the first.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received");
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+    })
 }

@@ -348,6 +348,10 @@ fn check_input(input: Input) {
     assert_eq!(decision, policy.decide(&answer), "not deterministic");
     if trace() {
         eprintln!("decision: {decision:?}");
+        if std::env::var_os("STORE_POLICY_TRACE").is_some_and(|v| v == "2") {
+            eprintln!("body: {}", String::from_utf8_lossy(&body));
+            eprintln!("headers: {headers:?}");
+        }
     }
 
     let lifetime = match decision {
@@ -356,6 +360,8 @@ fn check_input(input: Input) {
             assert_eq!(refused, status);
             return;
         }
+        // A 404 the upstream marked no-store is not remembered either.
+        Err(NoStoreReason::NoStore) if status == StatusCode::NOT_FOUND => return,
         Err(_) => {
             assert_eq!(status, StatusCode::OK, "a non-200 refused for its body");
             return;
@@ -386,6 +392,14 @@ fn check_input(input: Input) {
             assert!(fresh <= policy.in_progress_ttl, "{lifetime:?}");
             assert_eq!(usable, fresh);
         }
+    }
+    // serde_json's Value stops at 128 levels of nesting, where the policy's
+    // reading (which skips what it does not need) goes on: such a body has
+    // no independent reading here.
+    if serde_json::from_slice::<Value>(&body)
+        .is_err_and(|e| e.to_string().contains("recursion limit"))
+    {
+        return;
     }
     let bound = url_bound(&headers, &body, received, policy.expiry_margin);
     match (lifetime.hard_in, bound) {

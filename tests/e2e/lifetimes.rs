@@ -126,11 +126,12 @@ async fn readers_of_a_stale_entry_share_one_revalidation() {
 
 #[tokio::test]
 async fn nothing_is_served_at_or_past_the_url_deadline() {
-    // The URL lives 4.5 s; less the 2 s margin and the Date's second, the
-    // entry's hard deadline comes 1.5 to 2.5 s after receipt (a proxy that
-    // ignored the margin would keep it 3.5 to 4.5 s). The exact instant is
-    // tested with the clock passed in (`cache::policy` tests); here: still
-    // served before the earliest it can be, dead after the latest.
+    // The URL lives 4.5 s, its expires_at and the Date in whole seconds:
+    // less the 2 s margin and the Date's second, the entry's hard deadline
+    // comes 1 or 2 s after receipt (a proxy that ignored the margin would
+    // keep it 3 or 4 s). The exact instant is tested with the clock passed
+    // in (`cache::policy` tests); here: still served before the earliest it
+    // can be, dead after the latest.
     let standin = StandIn::spawn().await;
     standin
         .set("conv_d", json!({"recording_ttl_ms": 4500}))
@@ -150,9 +151,9 @@ async fn nothing_is_served_at_or_past_the_url_deadline() {
     assert_eq!(read(&app, path, TOKEN).await.cache, "MISS");
     let received = Instant::now();
     standin.start_outage(json!({"fail_status": 503})).await;
-    tokio::time::sleep_until((sent + Duration::from_millis(1000)).into()).await;
+    tokio::time::sleep_until((sent + Duration::from_millis(500)).into()).await;
     assert_eq!(read(&app, path, TOKEN).await.cache, "STALE");
-    tokio::time::sleep_until((received + Duration::from_millis(2600)).into()).await;
+    tokio::time::sleep_until((received + Duration::from_millis(2100)).into()).await;
     let past = read(&app, path, TOKEN).await;
     assert_eq!(past.status, 503, "the dead entry is not served");
     assert_eq!(past.cache, "MISS");

@@ -4,12 +4,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use ayra_cache::config::Settings;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-use ayra_cache::config::Settings;
 
 use crate::app::{spawn_with, ConfigFile, TestApp};
 use crate::binary::launch;
@@ -119,7 +118,7 @@ async fn https_serves_http1_and_h2_by_alpn() {
 }
 
 #[tokio::test]
-async fn a_reload_swaps_the_certificate_and_a_bad_pair_keeps_the_old_one() {
+async fn a_reload_swaps_the_certificate_for_new_handshakes() {
     let standin = StandIn::spawn().await;
     let dir = tempfile::tempdir().unwrap();
     let first = pair(dir.path(), "first");
