@@ -9,9 +9,9 @@ use crate::body::ResponseBody;
 use crate::cache::status::CacheStatus;
 use crate::error::ProxyError;
 use crate::route::RouteKind;
+use crate::trace_context::{RequestIds, TraceId, X_REQUEST_ID};
 
 // Names made once: inserting by a `&str` parses the name for every response.
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -26,6 +26,9 @@ pub(crate) struct Outcome {
     pub(crate) cache: Option<CacheStatus>,
     /// Time spent on the upstream exchange this request waited for.
     pub(crate) upstream: Option<Duration>,
+    /// A request that joined another's upstream exchange: the trace of the
+    /// request that started it, when that had one.
+    pub(crate) leader_trace: Option<TraceId>,
 }
 
 impl Outcome {
@@ -35,6 +38,7 @@ impl Outcome {
             answer: Ok(response),
             cache: None,
             upstream: None,
+            leader_trace: None,
         }
     }
 
@@ -44,6 +48,7 @@ impl Outcome {
             answer: Err(error),
             cache: None,
             upstream: None,
+            leader_trace: None,
         }
     }
 
@@ -64,6 +69,8 @@ pub(crate) struct Answered {
     pub(crate) status: StatusCode,
     pub(crate) cache: Option<CacheStatus>,
     pub(crate) upstream: Option<Duration>,
+    /// The trace of the request whose upstream exchange this one joined.
+    pub(crate) leader_trace: Option<TraceId>,
     /// The error code answered, if the proxy answered with an error.
     pub(crate) error: Option<&'static str>,
     pub(crate) latency: Duration,
@@ -72,20 +79,28 @@ pub(crate) struct Answered {
 /// Who asked what: the part of the access event known when a request arrives.
 #[derive(Debug)]
 pub(crate) struct AccessRecord {
-    request_id: HeaderValue,
+    /// Its request id and trace: what the response, the access event and
+    /// any upstream call made for it carry.
+    ids: RequestIds,
     method: http::Method,
     /// The request target, shared with the request (no copy); only its path is logged.
     uri: http::Uri,
 }
 
 impl AccessRecord {
-    /// Starts the record of a request. Its path is logged, never the query or headers.
+    /// Starts the record of a request. Its path is logged, and its ids,
+    /// never the query or other headers.
     pub(crate) fn start<B>(request: &Request<B>) -> AccessRecord {
         AccessRecord {
-            request_id: request_id(),
+            ids: RequestIds::of(request.headers()),
             method: request.method().clone(),
             uri: request.uri().clone(),
         }
+    }
+
+    /// The request's own ids.
+    pub(crate) fn ids(&self) -> &RequestIds {
+        &self.ids
     }
 
     /// Adds `x-request-id`, and `x-cache` and `cache-status` when the cache had a say.
@@ -95,7 +110,7 @@ impl AccessRecord {
         cache: Option<&CacheStatus>,
     ) {
         let headers = response.headers_mut();
-        headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
+        headers.insert(&X_REQUEST_ID, self.ids.request_id.clone());
         if let Some(status) = cache {
             headers.insert(
                 X_CACHE.clone(),
@@ -105,12 +120,22 @@ impl AccessRecord {
         }
     }
 
-    /// Emits the access event.
+    /// Emits the access event. A request that joined another's exchange
+    /// logs that one's trace id when it came with a trace of its own.
     pub(crate) fn emit(&self, answered: &Answered) {
         let cache = answered.cache;
+        let trace = self.ids.trace;
+        let trace_id = trace.map(|trace| trace.trace_id_hex());
+        let parent_id = trace.map(|trace| trace.parent_id_hex());
+        let leader_trace_id = answered
+            .leader_trace
+            .filter(|_| trace.is_some())
+            .map(|leader| leader.hex());
         tracing::info!(
             target: "ayra_cache::access",
-            request_id = self.request_id.to_str().unwrap_or(""),
+            request_id = self.ids.request_id.to_str().unwrap_or(""),
+            trace_id = trace_id.as_ref().map(|id| id.as_str()),
+            parent_id = parent_id.as_ref().map(|id| id.as_str()),
             method = self.method.as_str(),
             path = self.uri.path(),
             route = answered.route.as_str(),
@@ -118,6 +143,7 @@ impl AccessRecord {
             cache = cache.map_or("none", |c| c.result.label()),
             detail = cache.and_then(|c| c.detail).unwrap_or(""),
             collapsed = cache.is_some_and(|c| c.collapsed),
+            leader_trace_id = leader_trace_id.as_ref().map(|id| id.as_str()),
             refresh_started = cache.is_some_and(|c| c.refreshing),
             fwd_status = cache.and_then(|c| c.fwd_status),
             error = answered.error.unwrap_or(""),
@@ -130,11 +156,4 @@ impl AccessRecord {
 
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn request_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4();
-    let mut buffer = uuid::Uuid::encode_buffer();
-    HeaderValue::from_str(id.simple().encode_lower(&mut buffer))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }

@@ -21,16 +21,20 @@ use crate::domain::ConversationId;
 use crate::error::ProxyError;
 use crate::live::Live;
 use crate::state::AppState;
+use crate::trace_context::{RequestIds, UpstreamIds};
 use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 
 /// Answers a conversation read from the cache, or from one shared upstream
-/// fetch; returns the answer with what the cache and the upstream did.
+/// fetch; returns the answer with what the cache and the upstream did. An
+/// upstream call made for it (a fetch it starts, a refresh it triggers)
+/// carries its `ids`; neither keys nor is stored with the answer.
 pub(crate) async fn serve(
     state: &AppState,
     live: &Live,
     request: Request<Incoming>,
     id: ConversationId,
     credential: Credential,
+    ids: &RequestIds,
 ) -> Outcome {
     let flags = match key::read_flags(request.uri().query()) {
         Ok(flags) => flags,
@@ -39,7 +43,10 @@ pub(crate) async fn serve(
                 detail: Some(reason.as_str()),
                 ..CacheStatus::new(CacheResult::Bypass)
             };
-            let forwarded = state.passthrough.forward(live, request, &credential).await;
+            let forwarded = state
+                .passthrough
+                .forward(live, request, &credential, ids)
+                .await;
             return forwarded.with_cache(bypass);
         }
     };
@@ -55,33 +62,41 @@ pub(crate) async fn serve(
         flags,
     };
     let rules = &live.cache;
+    let starter = ids.trace.map(|trace| trace.trace());
     if let Some(entry) = state.cache.lookup(&key).await {
         if client.wants_compression() {
             state.cache.precompress(&key, &entry, rules);
         }
-        let refreshing = rules.wants_refresh(&entry, Instant::now())
-            && state.cache.refresh(
-                key.clone(),
-                upstream_fetch(&state.upstream, &key, &credential, live),
-                rules,
-            );
+        let refreshing = rules.wants_refresh(&entry, Instant::now()) && {
+            let carried = ids.upstream(&request.headers);
+            let fetch = upstream_fetch(&state.upstream, &key, &credential, carried, live);
+            state.cache.refresh(key.clone(), starter, fetch, rules)
+        };
         return hit(&entry, &client, refreshing);
     }
-    let fetch = upstream_fetch(&state.upstream, &key, &credential, live);
+    let carried = ids.upstream(&request.headers);
+    let fetch = upstream_fetch(&state.upstream, &key, &credential, carried, live);
     let waiting = state.metrics.fetch_waiting();
-    let fetched = state.cache.fetch(key.clone(), fetch, rules).await;
+    let fetched = state.cache.fetch(key.clone(), starter, fetch, rules).await;
     drop(waiting);
     let Ok((outcome, role)) = fetched else {
         return Outcome::failed(ProxyError::Internal);
     };
-    if role == Role::Collapsed {
-        state.metrics.coalesced_waiter();
-    }
+    let leader_trace = match role {
+        Role::Leader => None,
+        Role::Collapsed { leader } => {
+            state.metrics.coalesced_waiter();
+            leader
+        }
+    };
     let status = CacheStatus {
-        collapsed: role == Role::Collapsed,
+        collapsed: matches!(role, Role::Collapsed { .. }),
         ..CacheStatus::new(CacheResult::Miss)
     };
-    fetched_outcome(outcome, &client, status)
+    Outcome {
+        leader_trace,
+        ..fetched_outcome(outcome, &client, status)
+    }
 }
 
 /// What a request that waited for a fetch gets from its outcome.
@@ -220,11 +235,13 @@ fn not_modified_response(etag: &HeaderValue) -> Response<ResponseBody> {
 }
 
 /// The upstream call for `key` (lazy: nothing happens until it is polled),
-/// holding the credential only until it is made, in the cache's terms.
+/// holding the credential only until it is made, carrying the `ids` of the
+/// request it is made for, in the cache's terms.
 fn upstream_fetch(
     upstream: &Arc<Upstream>,
     key: &CacheKey,
     credential: &Credential,
+    ids: UpstreamIds,
     live: &Live,
 ) -> impl Future<Output = Result<Fetched, FetchError>> + Send + 'static {
     let upstream = Arc::clone(upstream);
@@ -233,7 +250,7 @@ fn upstream_fetch(
     let timeout = live.upstream_timeout;
     async move {
         upstream
-            .get_conversation(&id, flags, authorization.as_ref(), timeout)
+            .get_conversation(&id, flags, authorization.as_ref(), &ids, timeout)
             .await
             .map(fetched)
             .map_err(fetch_error)

@@ -18,6 +18,7 @@ use crate::metrics::{CacheLabel, RouteLabel};
 use crate::route::{self, Route, RouteKind};
 use crate::server::{HeadRefusal, Respond};
 use crate::state::AppState;
+use crate::trace_context::RequestIds;
 
 /// The longest request target accepted (SPEC section 6).
 const MAX_TARGET_BYTES: usize = 8 * 1024;
@@ -47,7 +48,7 @@ pub fn refused_head(refusal: HeadRefusal) -> Response<ResponseBody> {
 pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let record = AccessRecord::start(&request);
-    let (route, outcome) = route(&state, request).await;
+    let (route, outcome) = route(&state, request, record.ids()).await;
     let (mut response, error) = match outcome.answer {
         Ok(response) => (response, None),
         Err(error) => {
@@ -62,6 +63,7 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
         status: response.status(),
         cache: outcome.cache,
         upstream: outcome.upstream,
+        leader_trace: outcome.leader_trace,
         error,
         latency,
     });
@@ -74,8 +76,13 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
     response
 }
 
-/// Sends the request down its route: the kind of route taken, and what it did.
-async fn route(state: &AppState, request: Request<Incoming>) -> (RouteKind, Outcome) {
+/// Sends the request down its route: the kind of route taken, and what it
+/// did. `ids` are the request's own, for any upstream call made for it.
+async fn route(
+    state: &AppState,
+    request: Request<Incoming>,
+    ids: &RequestIds,
+) -> (RouteKind, Outcome) {
     let target_len = request
         .uri()
         .path_and_query()
@@ -95,8 +102,8 @@ async fn route(state: &AppState, request: Request<Incoming>) -> (RouteKind, Outc
     let outcome = match route {
         Route::Health if is_read(request.method()) => Ok(Outcome::answered(health())),
         Route::Health | Route::NotFound => Err(ProxyError::NotFound),
-        Route::Conversation(raw_id) => conversation_route(state, &live, request, raw_id).await,
-        Route::PassThrough => pass_through_route(state, &live, request, path).await,
+        Route::Conversation(raw_id) => conversation_route(state, &live, request, raw_id, ids).await,
+        Route::PassThrough => pass_through_route(state, &live, request, path, ids).await,
     };
     (kind, outcome.unwrap_or_else(Outcome::failed))
 }
@@ -107,14 +114,18 @@ async fn conversation_route(
     live: &Live,
     request: Request<Incoming>,
     raw_id: &str,
+    ids: &RequestIds,
 ) -> Result<Outcome, ProxyError> {
     let credential = live.auth.credential(request.headers())?;
     let id = ConversationId::parse(raw_id)?;
     if is_read(request.method()) {
-        Ok(conversation::serve(state, live, request, id, credential).await)
+        Ok(conversation::serve(state, live, request, id, credential, ids).await)
     } else {
         refuse_unforwardable_method(request.method())?;
-        let forwarded = state.passthrough.forward(live, request, &credential).await;
+        let forwarded = state
+            .passthrough
+            .forward(live, request, &credential, ids)
+            .await;
         Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
     }
 }
@@ -125,11 +136,15 @@ async fn pass_through_route(
     live: &Live,
     request: Request<Incoming>,
     path: &str,
+    ids: &RequestIds,
 ) -> Result<Outcome, ProxyError> {
     refuse_unforwardable_method(request.method())?;
     let credential = live.auth.credential(request.headers())?;
     route::check_forwardable(path)?;
-    let forwarded = state.passthrough.forward(live, request, &credential).await;
+    let forwarded = state
+        .passthrough
+        .forward(live, request, &credential, ids)
+        .await;
     Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
 }
 

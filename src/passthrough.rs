@@ -1,8 +1,10 @@
 //! Pass-through: forwards a request upstream as the client sent it, less what must not travel.
 //!
 //! Method, path, query, body and end-to-end headers travel; hop-by-hop
-//! headers do not, `Host` becomes the upstream's, and the `Authorization`
-//! sent is the request's credential (the proxy's key in proxy-key mode).
+//! headers do not, `Host` becomes the upstream's, the `Authorization`
+//! sent is the request's credential (the proxy's key in proxy-key mode), and
+//! `x-request-id`, `traceparent` and `tracestate` are the request's ids as
+//! the proxy keeps them (SPEC section 13), in place of the client's own.
 //!
 //! The body is read whole, under [`BodyLimits`], before an upstream slot is
 //! taken: a client trickling its body holds only its own connection, and an
@@ -22,6 +24,7 @@ use crate::config::ServerSettings;
 use crate::error::{ClientError, ProxyError};
 use crate::hop_by_hop;
 use crate::live::Live;
+use crate::trace_context::RequestIds;
 use crate::upstream::{Upstream, UpstreamResponse};
 
 /// The bounds on reading a forwarded request's body.
@@ -57,15 +60,16 @@ impl PassThrough {
         }
     }
 
-    /// Forwards `request` and answers with whatever the upstream said, and
-    /// how long it took. Never cached.
+    /// Forwards `request`, carrying its `ids`, and answers with whatever the
+    /// upstream said, and how long it took. Never cached.
     pub(crate) async fn forward(
         &self,
         live: &Live,
         request: Request<Incoming>,
         credential: &Credential,
+        ids: &RequestIds,
     ) -> Outcome {
-        match self.exchange(live, request, credential).await {
+        match self.exchange(live, request, credential, ids).await {
             Ok(response) => Outcome {
                 upstream: Some(response.elapsed),
                 ..Outcome::answered(response.to_response())
@@ -80,6 +84,7 @@ impl PassThrough {
         live: &Live,
         request: Request<Incoming>,
         credential: &Credential,
+        ids: &RequestIds,
     ) -> Result<UpstreamResponse, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let body = read_body(body, self.body_limits).await?;
@@ -97,6 +102,7 @@ impl PassThrough {
                 .headers
                 .insert(header::AUTHORIZATION, credential.clone());
         }
+        ids.upstream(&parts.headers).write(&mut parts.headers);
         let body = Full::new(body).map_err(|never| match never {}).boxed();
         let mut outgoing = Request::new(body);
         *outgoing.method_mut() = parts.method;

@@ -113,6 +113,11 @@ impl TraceParent {
         HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value")
     }
 
+    /// The trace it belongs to.
+    pub fn trace(&self) -> TraceId {
+        TraceId(self.trace_id)
+    }
+
     /// The trace id as 32 lowercase hex digits, without allocating.
     pub fn trace_id_hex(&self) -> HexId<32> {
         HexId::of(&self.trace_id)
@@ -121,6 +126,94 @@ impl TraceParent {
     /// The parent id as 16 lowercase hex digits, without allocating.
     pub fn parent_id_hex(&self) -> HexId<16> {
         HexId::of(&self.parent_id)
+    }
+}
+
+/// A trace's id: what the log lines of every service on one trace share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+impl TraceId {
+    /// As 32 lowercase hex digits, without allocating.
+    pub fn hex(&self) -> HexId<32> {
+        HexId::of(&self.0)
+    }
+}
+
+/// A request's own ids: its request id (the client's when well formed,
+/// else one generated) and the trace context it came with, when valid.
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    pub request_id: HeaderValue,
+    pub trace: Option<TraceParent>,
+}
+
+impl RequestIds {
+    /// Reads a request's ids: one lookup per header, no allocation but the
+    /// generated id's (as before this was read at all).
+    pub fn of(headers: &HeaderMap) -> RequestIds {
+        RequestIds {
+            request_id: client_request_id(headers)
+                .cloned()
+                .unwrap_or_else(generated_request_id),
+            trace: TraceParent::from_headers(headers),
+        }
+    }
+
+    /// What an upstream call made for this request carries; `headers` are
+    /// the request's, whose `tracestate` is read only with a valid trace.
+    pub fn upstream(&self, headers: &HeaderMap) -> UpstreamIds {
+        UpstreamIds {
+            request_id: self.request_id.clone(),
+            trace: self.trace.map(|parent| ContinuedTrace {
+                parent,
+                state: tracestate(headers),
+            }),
+        }
+    }
+}
+
+/// A generated request id: the 32 hex digits of a random UUID.
+pub fn generated_request_id() -> HeaderValue {
+    let id = uuid::Uuid::new_v4();
+    let mut buffer = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(id.simple().encode_lower(&mut buffer))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// What an upstream call made for a request carries of it: the request id,
+/// and the trace continued (never anything the cache stores or keys on).
+#[derive(Debug, Clone)]
+pub struct UpstreamIds {
+    request_id: HeaderValue,
+    trace: Option<ContinuedTrace>,
+}
+
+/// The trace a request came with, to continue upstream.
+#[derive(Debug, Clone)]
+struct ContinuedTrace {
+    parent: TraceParent,
+    /// Its `tracestate`, when usable: travels only with the trace.
+    state: Option<HeaderValue>,
+}
+
+impl UpstreamIds {
+    /// Writes the ids into an upstream request's headers, replacing any
+    /// already there (on pass-through, the client's own): `x-request-id`
+    /// and, with a trace, its `traceparent` with a new span id of the
+    /// proxy's and its `tracestate`. Each call is a new span.
+    pub fn write(&self, headers: &mut HeaderMap) {
+        headers.insert(&X_REQUEST_ID, self.request_id.clone());
+        headers.remove(&TRACEPARENT);
+        headers.remove(&TRACESTATE);
+        let Some(trace) = &self.trace else {
+            return;
+        };
+        let continued = trace.parent.child(new_span_id());
+        headers.insert(&TRACEPARENT, continued.to_header_value());
+        if let Some(state) = &trace.state {
+            headers.insert(&TRACESTATE, state.clone());
+        }
     }
 }
 

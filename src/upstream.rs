@@ -25,6 +25,7 @@ use crate::config::UpstreamSettings;
 use crate::domain::{ConversationId, Flags};
 use crate::hop_by_hop;
 use crate::metrics::{Metrics, UpstreamFault};
+use crate::trace_context::UpstreamIds;
 
 /// Why a request could not be answered by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -159,13 +160,16 @@ impl Upstream {
     }
 
     /// `GET {base_url}/v1/conversations/{id}` with every flag written out,
-    /// the credential, and the proxy's own `accept` and `user-agent`: nothing
-    /// of the client's request travels but what is passed here.
+    /// the credential, the request's `ids` (its request id and trace, with a
+    /// span of this call's own), and the proxy's own `accept` and
+    /// `user-agent`: nothing of the client's request travels but what is
+    /// passed here.
     pub(crate) async fn get_conversation(
         &self,
         id: &ConversationId,
         flags: Flags,
         credential: Option<&HeaderValue>,
+        ids: &UpstreamIds,
         timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let uri = format!(
@@ -174,18 +178,21 @@ impl Upstream {
             id.as_str(),
             flags.upstream_query()
         );
+        let mut headers = HeaderMap::with_capacity(6);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if let Some(credential) = credential {
+            headers.insert(header::AUTHORIZATION, credential.clone());
+        }
+        ids.write(&mut headers);
         let build = || {
             let mut request = Request::builder()
                 .method(Method::GET)
                 .uri(&uri)
-                .header(header::ACCEPT, "application/json")
-                .header(header::USER_AGENT, USER_AGENT);
-            if let Some(credential) = credential {
-                request = request.header(header::AUTHORIZATION, credential.clone());
-            }
-            request
                 .body(Empty::new().map_err(|never| match never {}).boxed())
-                .ok()
+                .ok()?;
+            *request.headers_mut() = headers.clone();
+            Some(request)
         };
         // A GET without a body may go twice: see `exchange`.
         self.exchange(build, timeout).await

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use crate::config::{CacheSettings, SharedSettings};
 use crate::domain::ConversationId;
 use crate::metrics::Metrics;
+use crate::trace_context::TraceId;
 use clock::Clock;
 use coalescing::{FetchLost, InFlight, Role};
 use encoding::Encoding;
@@ -107,10 +108,16 @@ pub struct Purged {
     pub shared: Option<Result<u64, SharedError>>,
 }
 
+/// The trace of the request that starts a shared fetch (none when it came
+/// without one): kept with the fetch while it runs and handed to every
+/// request that joins it, which logs it. The cache reads nothing of it, and
+/// neither keys nor stores it.
+pub(crate) type StarterTrace = Option<TraceId>;
+
 /// The in-memory cache and its fetches in flight; the rules come with each call.
 pub struct Cache {
     fetcher: Fetcher,
-    in_flight: Arc<InFlight<CacheKey, FetchOutcome>>,
+    in_flight: Arc<InFlight<CacheKey, FetchOutcome, StarterTrace>>,
 }
 
 impl Cache {
@@ -178,20 +185,22 @@ impl Cache {
 
     /// Runs `fetch` once for all concurrent callers with this key, in its own
     /// task: stores the answer when the policy allows, or lets a stale entry
-    /// stand in when the upstream fails.
+    /// stand in when the upstream fails. A caller that joins a running fetch
+    /// is told the trace of the request that started it.
     pub(crate) async fn fetch<F>(
         &self,
         key: CacheKey,
+        starter: StarterTrace,
         fetch: F,
         rules: &CacheRules,
-    ) -> Result<(FetchOutcome, Role), FetchLost>
+    ) -> Result<(FetchOutcome, Role<StarterTrace>), FetchLost>
     where
         F: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
         let fetcher = self.fetcher.clone();
         let rules = rules.clone();
         self.in_flight
-            .run(key.clone(), move || {
+            .run(key.clone(), starter, move || {
                 fetcher.run(key, Purpose::Demand, fetch, rules)
             })
             .await
@@ -218,14 +227,21 @@ impl Cache {
     }
 
     /// Starts a background refresh of `key` unless a fetch for it is running;
-    /// true when one started.
-    pub(crate) fn refresh<F>(&self, key: CacheKey, fetch: F, rules: &CacheRules) -> bool
+    /// true when one started. `starter` is the trace of the request that
+    /// found the entry due, told to requests that join the refresh.
+    pub(crate) fn refresh<F>(
+        &self,
+        key: CacheKey,
+        starter: StarterTrace,
+        fetch: F,
+        rules: &CacheRules,
+    ) -> bool
     where
         F: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
         let fetcher = self.fetcher.clone();
         let rules = rules.clone();
-        self.in_flight.start_if_idle(key.clone(), move || {
+        self.in_flight.start_if_idle(key.clone(), starter, move || {
             fetcher.run(key, Purpose::Refresh, fetch, rules)
         })
     }

@@ -200,3 +200,80 @@ fn a_request_id_is_kept_only_when_well_formed_and_single() {
     assert_eq!(client_request_id(&repeated), None);
     assert_eq!(client_request_id(&headers(&[])), None);
 }
+
+#[test]
+fn a_request_keeps_its_own_id_or_gets_a_generated_one() {
+    let kept = RequestIds::of(&headers(&[("x-request-id", "app-42")]));
+    assert_eq!(kept.request_id, "app-42");
+    assert_eq!(kept.trace, None);
+    for sent in [
+        headers(&[("x-request-id", "has space")]),
+        headers(&[("x-request-id", "one"), ("x-request-id", "two")]),
+        headers(&[]),
+    ] {
+        let generated = RequestIds::of(&sent).request_id;
+        let text = generated.to_str().unwrap();
+        assert_eq!(text.len(), 32, "{text}");
+        assert!(text.bytes().all(|b| b.is_ascii_hexdigit()), "{text}");
+    }
+    let traced = RequestIds::of(&headers(&[("traceparent", VALID)]));
+    assert_eq!(traced.trace, TraceParent::parse(VALID.as_bytes()));
+}
+
+/// The headers an upstream call gets, written over `client`'s own.
+fn written(client: &[(&str, &str)]) -> HeaderMap {
+    let client = headers(client);
+    let mut outgoing = client.clone();
+    RequestIds::of(&client)
+        .upstream(&client)
+        .write(&mut outgoing);
+    outgoing
+}
+
+#[test]
+fn the_upstream_call_carries_the_ids_in_place_of_the_clients_own() {
+    let outgoing = written(&[
+        ("x-request-id", "app-42"),
+        ("traceparent", VALID),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ]);
+    assert_eq!(outgoing.get_all(&X_REQUEST_ID).iter().count(), 1);
+    assert_eq!(outgoing[&X_REQUEST_ID], "app-42");
+    assert_eq!(outgoing.get_all(&TRACEPARENT).iter().count(), 1);
+    let sent = TraceParent::from_headers(&outgoing).unwrap();
+    let received = TraceParent::parse(VALID.as_bytes()).unwrap();
+    assert_eq!(sent.trace_id, received.trace_id);
+    assert_eq!(sent.flags, received.flags);
+    assert_ne!(sent.parent_id, received.parent_id, "a span of our own");
+    assert_eq!(outgoing[&TRACESTATE], "congo=t61rcWkgMzE");
+}
+
+#[test]
+fn without_a_valid_trace_nothing_of_the_clients_trace_travels() {
+    let uppercase = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01";
+    for traceparent in [None, Some("00-invalid"), Some(uppercase)] {
+        let mut client = vec![("x-request-id", "bad id"), ("tracestate", "congo=1")];
+        client.extend(traceparent.map(|value| ("traceparent", value)));
+        let outgoing = written(&client);
+        assert!(!outgoing.contains_key(&TRACEPARENT), "{traceparent:?}");
+        assert!(!outgoing.contains_key(&TRACESTATE), "{traceparent:?}");
+        assert_ne!(outgoing[&X_REQUEST_ID], "bad id");
+    }
+    let over = "k=".to_owned() + &"v".repeat(MAX_TRACESTATE - 1);
+    let outgoing = written(&[("traceparent", VALID), ("tracestate", &over)]);
+    assert!(outgoing.contains_key(&TRACEPARENT));
+    assert!(!outgoing.contains_key(&TRACESTATE), "over 512 bytes");
+}
+
+#[test]
+fn each_upstream_call_is_a_span_of_its_own() {
+    let client = headers(&[("traceparent", VALID)]);
+    let carried = RequestIds::of(&client).upstream(&client);
+    let span = |_| {
+        let mut outgoing = HeaderMap::new();
+        carried.write(&mut outgoing);
+        TraceParent::from_headers(&outgoing).unwrap().parent_id
+    };
+    let spans: std::collections::HashSet<[u8; 8]> = (0..100).map(span).collect();
+    assert_eq!(spans.len(), 100);
+}

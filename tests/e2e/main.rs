@@ -28,3 +28,5 @@ mod shared;
 mod standin_smoke;
 mod storing;
 mod tls;
+mod trace_context;
+mod trace_logs;

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -27,6 +28,8 @@ pub struct StandIn {
     child: Child,
     base_url: String,
     http: reqwest::Client,
+    /// Its stderr lines so far, when started by [`StandIn::spawn_logging`].
+    log: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 /// What the stand-in has served, from `GET /_standin/stats`.
@@ -53,6 +56,10 @@ pub struct SeenRequest {
     pub query: String,
     /// Every header as received, in order.
     pub headers: Vec<(String, String)>,
+    /// Its `x-request-id`, as the stand-in's log line shows it.
+    pub request_id: Option<String>,
+    /// Its `traceparent`, as the stand-in's log line shows it.
+    pub traceparent: Option<String>,
 }
 
 impl SeenRequest {
@@ -74,12 +81,42 @@ impl StandIn {
     /// Starts a stand-in with extra command-line arguments
     /// (e.g. `["--recording-ttl", "90s"]`).
     pub async fn spawn_with_args(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ayra-standin"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ayra-standin"));
+        command.args(args).stderr(Stdio::inherit());
+        Self::start(command).await
+    }
+
+    /// Starts a stand-in that logs each API request (`AYRA_STANDIN_LOG=info`)
+    /// to a stderr this test reads: see [`StandIn::log_lines`].
+    pub async fn spawn_logging() -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ayra-standin"));
+        command
+            .env("AYRA_STANDIN_LOG", "info")
+            .stderr(Stdio::piped());
+        let mut standin = Self::start(command).await;
+        let stderr = standin.child.stderr.take().expect("stderr is piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        standin.log = Some(lines);
+        standin
+    }
+
+    /// The stderr lines logged so far (needs [`StandIn::spawn_logging`]).
+    pub fn log_lines(&self) -> Vec<String> {
+        let log = self.log.as_ref().expect("started by spawn_logging");
+        log.lock().unwrap().clone()
+    }
+
+    async fn start(mut command: Command) -> Self {
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("ayra-standin starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -102,6 +139,7 @@ impl StandIn {
             child,
             base_url,
             http: reqwest::Client::new(),
+            log: None,
         }
     }
 

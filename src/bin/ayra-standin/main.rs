@@ -30,7 +30,7 @@ mod seeded_rng;
 mod state;
 mod traffic;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,9 +83,11 @@ async fn main() -> std::process::ExitCode {
 fn init_logging() {
     let filter =
         EnvFilter::try_from_env("AYRA_STANDIN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Colours only for a terminal: a test or a file reads plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -29,6 +29,7 @@ fn route(state: &State, request: &Request) -> Response {
     }
     let conversation_id = conversation_id(request);
     let serial = state.record_api_request(request, conversation_id);
+    log_api_request(request, serial);
     let mut response = match conversation_id {
         Some(id) => conversation::respond(state, request, id, serial),
         None => echo::respond(request),
@@ -37,6 +38,21 @@ fn route(state: &State, request: &Request) -> Response {
         .headers
         .insert(0, ("x-standin-serial".to_owned(), serial.to_string()));
     response
+}
+
+/// Logs an API request with the ids that join it to its caller's logs (at
+/// `info`: `AYRA_STANDIN_LOG=info` shows it).
+fn log_api_request(request: &Request, serial: u64) {
+    tracing::info!(
+        target: "ayra_standin::api",
+        serial,
+        method = %request.method,
+        path = %request.path,
+        request_id = request.header("x-request-id"),
+        traceparent = request.header("traceparent"),
+        tracestate = request.header("tracestate"),
+        "request"
+    );
 }
 
 /// The id of a `GET`/`HEAD /v1/conversations/{id}` request (one non-empty path segment).

@@ -16,6 +16,10 @@ pub struct SeenRequest {
     path: String,
     query: String,
     headers: Vec<(String, String)>,
+    /// Its `x-request-id` and `traceparent` (the first of each), as the log
+    /// line shows them: what joins this record to the caller's logs.
+    request_id: Option<String>,
+    traceparent: Option<String>,
 }
 
 /// Counters and recent requests; serialises as the body of `GET /_standin/stats`.
@@ -50,6 +54,8 @@ impl Traffic {
             path: request.path.clone(),
             query: request.query.clone(),
             headers: request.headers.clone(),
+            request_id: request.header("x-request-id").map(str::to_owned),
+            traceparent: request.header("traceparent").map(str::to_owned),
         });
     }
 
