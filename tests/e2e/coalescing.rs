@@ -110,6 +110,12 @@ async fn burst(
         clients.push(stream);
     }
     wait_for_waiting(app, n).await;
+    // The one exchange's request may still be on its way to the upstream.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while upstream.calls(id) == 0 {
+        assert!(Instant::now() < deadline, "{id} never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(upstream.calls(id), 1, "{id}: one exchange for {n} waiting");
     upstream.release.send_replace(true);
     let answers = clients
