@@ -221,7 +221,12 @@ async fn tracestate_travels_unchanged_up_to_512_bytes_and_only_with_a_trace() {
 #[tokio::test]
 async fn a_hit_carries_its_own_ids_never_the_stored_ones() {
     let (standin, app) = spawn_pair(&[]).await;
-    let path = format!("/v1/conversations/{}", fresh_id());
+    let id = fresh_id();
+    // An API that answers with ids of its own: none of them is stored.
+    let echoed = W3cTraceParent::random("01").text();
+    let extra = [["x-request-id", "upstream-echo"], ["traceparent", &echoed]];
+    standin.set(&id, json!({ "extra_headers": extra })).await;
+    let path = format!("/v1/conversations/{id}");
     let first = W3cTraceParent::random("01").text();
     let miss = get_with(
         &app,
@@ -230,6 +235,7 @@ async fn a_hit_carries_its_own_ids_never_the_stored_ones() {
     )
     .await;
     assert_eq!(header(&miss, "x-cache"), "MISS");
+    assert_eq!(header(&miss, "x-request-id"), "first");
     let second = W3cTraceParent::random("01").text();
     let hit = get_with(
         &app,
@@ -247,9 +253,8 @@ async fn a_hit_carries_its_own_ids_never_the_stored_ones() {
             assert_eq!(header(response, name), "", "a HIT repeats no {name}");
         }
     }
-    let id = path.rsplit('/').next().unwrap();
     assert_eq!(
-        standin.requests_for(id).await,
+        standin.requests_for(&id).await,
         1,
         "HITs call nothing upstream"
     );
