@@ -6,6 +6,8 @@ use serde_json::json;
 
 use crate::app::{spawn_app, spawn_pair};
 use crate::cached_route::header;
+use crate::redis::RedisServer;
+use crate::shared::stored_value;
 use crate::standin::{SeenRequest, StandIn};
 use crate::trace_context::{fresh_id, get_with, is_generated, last_seen, W3cTraceParent};
 
@@ -49,6 +51,55 @@ async fn a_hit_carries_its_own_ids_never_the_stored_ones() {
         1,
         "HITs call nothing upstream"
     );
+}
+
+#[tokio::test]
+async fn the_ids_never_reach_the_shared_tiers_value() {
+    let redis = RedisServer::start().await;
+    let standin = StandIn::spawn().await;
+    let id = fresh_id();
+    let echoed = W3cTraceParent::random("01");
+    let extra = [
+        ["x-request-id", "upstream-echo"],
+        ["traceparent", &echoed.text()],
+    ];
+    standin.set(&id, json!({ "extra_headers": extra })).await;
+    let redis_url = format!("{:?}", redis.url());
+    let keys = [
+        ("shared.redis_url", redis_url.as_str()),
+        ("cache.compression", "[]"),
+    ];
+    let app = spawn_app(&standin, &keys).await;
+    let client = W3cTraceParent::random("01");
+    let sent = [
+        ("x-request-id", "reader-4f1c"),
+        ("traceparent", &client.text()),
+        ("tracestate", "vendor=st4te"),
+    ];
+    let path = format!("/v1/conversations/{id}");
+    assert_eq!(
+        header(&get_with(&app, &path, &sent).await, "x-cache"),
+        "MISS"
+    );
+    let (_, raw) = stored_value(&redis, &id).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains(&id),
+        "the value is readable: the check can see"
+    );
+    for needle in ["reader-4f1c", "vendor=st4te", "upstream-echo"] {
+        assert!(!text.contains(needle), "{needle} stored");
+    }
+    for trace in [&client, &echoed] {
+        for hex in [&trace.trace_id, &trace.parent_id] {
+            assert!(!text.contains(hex.as_str()), "{hex} stored");
+            let bytes = hex::decode(hex).unwrap();
+            assert!(
+                !raw.windows(bytes.len()).any(|w| w == bytes),
+                "{hex} stored as bytes"
+            );
+        }
+    }
 }
 
 #[tokio::test]
