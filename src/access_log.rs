@@ -110,7 +110,7 @@ impl AccessRecord {
         cache: Option<&CacheStatus>,
     ) {
         let headers = response.headers_mut();
-        headers.insert(&X_REQUEST_ID, self.ids.request_id.clone());
+        headers.insert(X_REQUEST_ID.clone(), self.ids.request_id.clone());
         if let Some(status) = cache {
             headers.insert(
                 X_CACHE.clone(),
@@ -125,17 +125,14 @@ impl AccessRecord {
     pub(crate) fn emit(&self, answered: &Answered) {
         let cache = answered.cache;
         let trace = self.ids.trace;
-        let trace_id = trace.map(|trace| trace.trace_id_hex());
-        let parent_id = trace.map(|trace| trace.parent_id_hex());
-        let leader_trace_id = answered
-            .leader_trace
-            .filter(|_| trace.is_some())
-            .map(|leader| leader.hex());
+        let leader = answered.leader_trace.filter(|_| trace.is_some());
+        // Fields are evaluated only when the event is enabled: the ids are
+        // written as hex (on the stack) only then.
         tracing::info!(
             target: "ayra_cache::access",
             request_id = self.ids.request_id.to_str().unwrap_or(""),
-            trace_id = trace_id.as_ref().map(|id| id.as_str()),
-            parent_id = parent_id.as_ref().map(|id| id.as_str()),
+            trace_id = trace.map(|trace| display(trace.trace_id_hex())),
+            parent_id = trace.map(|trace| display(trace.parent_id_hex())),
             method = self.method.as_str(),
             path = self.uri.path(),
             route = answered.route.as_str(),
@@ -143,7 +140,7 @@ impl AccessRecord {
             cache = cache.map_or("none", |c| c.result.label()),
             detail = cache.and_then(|c| c.detail).unwrap_or(""),
             collapsed = cache.is_some_and(|c| c.collapsed),
-            leader_trace_id = leader_trace_id.as_ref().map(|id| id.as_str()),
+            leader_trace_id = leader.map(|leader| display(leader.hex())),
             refresh_started = cache.is_some_and(|c| c.refreshing),
             fwd_status = cache.and_then(|c| c.fwd_status),
             error = answered.error.unwrap_or(""),

@@ -62,7 +62,6 @@ pub(crate) async fn serve(
         flags,
     };
     let rules = &live.cache;
-    let starter = ids.trace.map(|trace| trace.trace());
     if let Some(entry) = state.cache.lookup(&key).await {
         if client.wants_compression() {
             state.cache.precompress(&key, &entry, rules);
@@ -70,12 +69,14 @@ pub(crate) async fn serve(
         let refreshing = rules.wants_refresh(&entry, Instant::now()) && {
             let carried = ids.upstream(&request.headers);
             let fetch = upstream_fetch(&state.upstream, &key, &credential, carried, live);
+            let starter = ids.trace.map(|trace| trace.trace());
             state.cache.refresh(key.clone(), starter, fetch, rules)
         };
         return hit(&entry, &client, refreshing);
     }
     let carried = ids.upstream(&request.headers);
     let fetch = upstream_fetch(&state.upstream, &key, &credential, carried, live);
+    let starter = ids.trace.map(|trace| trace.trace());
     let waiting = state.metrics.fetch_waiting();
     let fetched = state.cache.fetch(key.clone(), starter, fetch, rules).await;
     drop(waiting);

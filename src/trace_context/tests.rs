@@ -277,3 +277,24 @@ fn each_upstream_call_is_a_span_of_its_own() {
     let spans: std::collections::HashSet<[u8; 8]> = (0..100).map(span).collect();
     assert_eq!(spans.len(), 100);
 }
+
+#[test]
+fn the_pass_over_the_names_reads_what_the_lookups_read() {
+    let cases = [
+        headers(&[]),
+        headers(&[("accept", "*/*"), ("x-request-id", "app-1"), ("host", "h")]),
+        headers(&[("X-Request-Id", "app-1"), ("TraceParent", VALID)]),
+        headers(&[("x-request-id", "a"), ("host", "h"), ("x-request-id", "b")]),
+        headers(&[("traceparent", VALID), ("traceparent", VALID)]),
+        headers(&[("x-request-id", "bad id"), ("traceparent", "00-bad")]),
+        headers(&[("x-request-ids", "app-1"), ("traceparents", VALID)]),
+    ];
+    for map in &cases {
+        let ids = RequestIds::of(map);
+        match client_request_id(map) {
+            Some(id) => assert_eq!(&ids.request_id, id, "{map:?}"),
+            None => assert_eq!(ids.request_id.len(), 32, "generated: {map:?}"),
+        }
+        assert_eq!(ids.trace, TraceParent::from_headers(map), "{map:?}");
+    }
+}

@@ -30,3 +30,4 @@ mod storing;
 mod tls;
 mod trace_context;
 mod trace_logs;
+mod trace_sharing;

@@ -159,7 +159,7 @@ async fn values_in(redis: &RedisServer, id: &str) -> Vec<String> {
 
 /// The one value Redis holds for conversation `id`, as (name, raw bytes),
 /// once the background write has landed (2 s at most).
-async fn stored_value(redis: &RedisServer, id: &str) -> (String, Vec<u8>) {
+pub async fn stored_value(redis: &RedisServer, id: &str) -> (String, Vec<u8>) {
     let mut connection = redis.connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {

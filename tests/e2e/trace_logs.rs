@@ -6,7 +6,8 @@ use crate::app::ConfigFile;
 use crate::binary::{json_events, launch, Running};
 use crate::cached_route::{header, TOKEN};
 use crate::standin::StandIn;
-use crate::trace_context::{fresh_id, last_seen, wait_for_calls, W3cTraceParent};
+use crate::trace_context::{fresh_id, last_seen, W3cTraceParent};
+use crate::trace_sharing::wait_for_calls;
 
 /// The real binary in front of `standin`, logging JSON at `info`.
 async fn logging_proxy(standin: &StandIn) -> Running {
@@ -34,6 +35,25 @@ fn access_event<'a>(events: &'a [Value], request_id: &str) -> &'a Value {
         .iter()
         .find(|event| event["target"] == "ayra_cache::access" && event["request_id"] == request_id);
     found.unwrap_or_else(|| panic!("no access event for {request_id}"))
+}
+
+/// The stand-in's last record and its log line carry `trace` (with a span
+/// of the proxy's own) and `request_id`.
+async fn assert_api_saw(standin: &StandIn, trace: &W3cTraceParent, request_id: &str) {
+    let seen = last_seen(standin).await;
+    let api = W3cTraceParent::read(seen.traceparent.as_deref().unwrap()).unwrap();
+    assert_eq!(api.trace_id, trace.trace_id);
+    assert_eq!(seen.request_id.as_deref(), Some(request_id));
+    let lines = standin.log_lines();
+    let line = lines
+        .iter()
+        .find(|line| line.contains("ayra_standin::api") && line.contains(&api.trace_id))
+        .unwrap_or_else(|| panic!("no stand-in line with the trace: {lines:?}"));
+    assert!(
+        line.contains(&format!("request_id=\"{request_id}\"")),
+        "{line}"
+    );
+    assert!(line.contains(&api.parent_id), "{line}");
 }
 
 #[tokio::test]
@@ -68,18 +88,7 @@ async fn one_trace_id_through_the_app_the_proxy_and_the_api() {
     )
     .await;
 
-    // The stand-in's record and its log line.
-    let seen = last_seen(&standin).await;
-    let api = W3cTraceParent::read(seen.traceparent.as_deref().unwrap()).unwrap();
-    assert_eq!(api.trace_id, app.trace_id);
-    assert_eq!(seen.request_id.as_deref(), Some("dashboard-7f3a"));
-    let lines = standin.log_lines();
-    let line = lines
-        .iter()
-        .find(|line| line.contains("ayra_standin::api") && line.contains(&app.trace_id))
-        .unwrap_or_else(|| panic!("no stand-in line with the trace: {lines:?}"));
-    assert!(line.contains("request_id=\"dashboard-7f3a\""), "{line}");
-    assert!(line.contains(&api.parent_id), "{line}");
+    assert_api_saw(&standin, &app, "dashboard-7f3a").await;
 
     // The proxy's access events.
     let events = json_events(&running.stop());
