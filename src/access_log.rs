@@ -124,8 +124,9 @@ impl AccessRecord {
     /// logs that one's trace id when it came with a trace of its own.
     pub(crate) fn emit(&self, answered: &Answered) {
         let cache = answered.cache;
-        let trace = self.ids.trace;
-        let leader = answered.leader_trace.filter(|_| trace.is_some());
+        // By reference: nothing is copied unless the event is enabled.
+        let trace = self.ids.trace.as_ref();
+        let leader = answered.leader_trace.as_ref().filter(|_| trace.is_some());
         // Fields are evaluated only when the event is enabled: the ids are
         // written as hex (on the stack) only then.
         tracing::info!(
