@@ -163,17 +163,15 @@ async fn nothing_is_served_at_or_past_the_url_deadline() {
     );
 }
 
-async fn admin_stats_entries(app: &TestApp) -> u64 {
+/// The admin listener's `/metrics` text.
+async fn metrics_text(app: &TestApp) -> String {
     let url = app.admin_url("/metrics");
-    let text = app
-        .client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let response = app.client.get(url).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+async fn admin_stats_entries(app: &TestApp) -> u64 {
+    let text = metrics_text(app).await;
     text.lines()
         .find_map(|line| line.strip_prefix("ayra_cache_entries "))
         .map(|n| n.trim().parse().unwrap())
@@ -286,16 +284,7 @@ async fn a_steady_reader_never_sees_a_second_miss() {
 
 /// Upstream exchanges the proxy has finished, whatever their outcome.
 async fn upstream_exchanges_done(app: &TestApp) -> u64 {
-    let url = app.admin_url("/metrics");
-    let text = app
-        .client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(app).await;
     text.lines()
         .filter(|line| line.starts_with("ayra_cache_upstream_request_duration_seconds_count"))
         .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
