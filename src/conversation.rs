@@ -16,7 +16,7 @@ use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey};
 use crate::cache::representation::not_modified;
 use crate::cache::status::{CacheResult, CacheStatus};
-use crate::cache::{Failure, FetchError, FetchOutcome, Fetched};
+use crate::cache::{Failure, FetchError, FetchOutcome, Fetched, StarterTrace};
 use crate::domain::ConversationId;
 use crate::error::ProxyError;
 use crate::live::Live;
@@ -67,22 +67,29 @@ pub(crate) async fn serve(
             state.cache.precompress(&key, &entry, rules);
         }
         let refreshing = rules.wants_refresh(&entry, Instant::now()) && {
-            let carried = ids.upstream(&request.headers);
-            let fetch = upstream_fetch(&state.upstream, &key, &credential, carried, live);
-            let starter = ids.trace.map(|trace| trace.trace());
+            let (fetch, starter) = call_for(state, live, &key, &credential, ids, &request.headers);
             state.cache.refresh(key.clone(), starter, fetch, rules)
         };
         return hit(&entry, &client, refreshing);
     }
-    let carried = ids.upstream(&request.headers);
-    let fetch = upstream_fetch(&state.upstream, &key, &credential, carried, live);
-    let starter = ids.trace.map(|trace| trace.trace());
+    let (fetch, starter) = call_for(state, live, &key, &credential, ids, &request.headers);
     let waiting = state.metrics.fetch_waiting();
     let fetched = state.cache.fetch(key.clone(), starter, fetch, rules).await;
     drop(waiting);
     let Ok((outcome, role)) = fetched else {
         return Outcome::failed(ProxyError::Internal);
     };
+    missed(state, outcome, role, &client)
+}
+
+/// What a MISS gets from the fetch it started or joined; one that joined
+/// learns the trace of the request that started it.
+fn missed(
+    state: &AppState,
+    outcome: FetchOutcome,
+    role: Role<StarterTrace>,
+    client: &Client<'_>,
+) -> Outcome {
     let leader_trace = match role {
         Role::Leader => None,
         Role::Collapsed { leader } => {
@@ -96,8 +103,27 @@ pub(crate) async fn serve(
     };
     Outcome {
         leader_trace,
-        ..fetched_outcome(outcome, &client, status)
+        ..fetched_outcome(outcome, client, status)
     }
+}
+
+/// An upstream call for `key` made for this request: the fetch, carrying
+/// the request's ids (`headers` are its own), and its trace, which the
+/// requests that join the call are told.
+fn call_for(
+    state: &AppState,
+    live: &Live,
+    key: &CacheKey,
+    credential: &Credential,
+    ids: &RequestIds,
+    headers: &HeaderMap,
+) -> (
+    impl Future<Output = Result<Fetched, FetchError>> + Send + 'static,
+    StarterTrace,
+) {
+    let carried = ids.upstream(headers);
+    let fetch = upstream_fetch(&state.upstream, key, credential, carried, live);
+    (fetch, ids.trace.map(|trace| trace.trace()))
 }
 
 /// What a request that waited for a fetch gets from its outcome.

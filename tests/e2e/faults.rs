@@ -16,12 +16,8 @@ async fn assert_upstream_error(response: reqwest::Response, status: u16, code: &
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_502() {
-    // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nothing listens on, outside the range outgoing connections use.
+    let port = crate::binary::free_port();
     let app = spawn_with(&ConfigFile::for_upstream(&format!(
         "http://127.0.0.1:{port}"
     )))
