@@ -43,11 +43,8 @@ pub(crate) async fn serve(
                 detail: Some(reason.as_str()),
                 ..CacheStatus::new(CacheResult::Bypass)
             };
-            let forwarded = state
-                .passthrough
-                .forward(live, request, &credential, ids)
-                .await;
-            return forwarded.with_cache(bypass);
+            let forward = state.passthrough.forward(live, request, &credential, ids);
+            return Box::pin(forward).await.with_cache(bypass);
         }
     };
     // The body of a read is never used; the headers pick the representation.
@@ -74,7 +71,10 @@ pub(crate) async fn serve(
     }
     let (fetch, starter) = call_for(state, live, &key, &credential, ids, &request.headers);
     let waiting = state.metrics.fetch_waiting();
-    let fetched = state.cache.fetch(key.clone(), starter, fetch, rules).await;
+    // Boxed, like every upstream exchange on the request path: held inline,
+    // its few KB of state would be part of every HIT's future, which the
+    // server moves (copies) for each request.
+    let fetched = Box::pin(state.cache.fetch(key.clone(), starter, fetch, rules)).await;
     drop(waiting);
     let Ok((outcome, role)) = fetched else {
         return Outcome::failed(ProxyError::Internal);
