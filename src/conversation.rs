@@ -16,7 +16,7 @@ use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey};
 use crate::cache::representation::not_modified;
 use crate::cache::status::{CacheResult, CacheStatus};
-use crate::cache::{Failure, FetchError, FetchOutcome, Fetched, StarterTrace};
+use crate::cache::{Failure, FetchError, FetchOutcome, Fetched, Found, StarterTrace};
 use crate::domain::ConversationId;
 use crate::error::ProxyError;
 use crate::live::Live;
@@ -59,15 +59,15 @@ pub(crate) async fn serve(
         flags,
     };
     let rules = &live.cache;
-    if let Some(entry) = state.cache.lookup(&key).await {
+    if let Some(Found { entry, now }) = state.cache.lookup(&key).await {
         if client.wants_compression() {
             state.cache.precompress(&key, &entry, rules);
         }
-        let refreshing = rules.wants_refresh(&entry, Instant::now()) && {
+        let refreshing = rules.wants_refresh(&entry, now) && {
             let (fetch, starter) = call_for(state, live, &key, &credential, ids, &request.headers);
             state.cache.refresh(key.clone(), starter, fetch, rules)
         };
-        return hit(&entry, &client, refreshing);
+        return hit(&entry, &client, refreshing, now);
     }
     let (fetch, starter) = call_for(state, live, &key, &credential, ids, &request.headers);
     let waiting = state.metrics.fetch_waiting();
@@ -129,9 +129,9 @@ fn call_for(
 /// What a request that waited for a fetch gets from its outcome.
 fn fetched_outcome(outcome: FetchOutcome, client: &Client<'_>, status: CacheStatus) -> Outcome {
     match outcome {
-        FetchOutcome::Cached(entry) => hit(&entry, client, false),
+        FetchOutcome::Cached(entry) => hit(&entry, client, false, Instant::now()),
         FetchOutcome::Shared(entry) => {
-            let shared = hit(&entry, client, false);
+            let shared = hit(&entry, client, false, Instant::now());
             let cache = shared.cache.map(|hit| CacheStatus {
                 detail: Some("shared"),
                 collapsed: status.collapsed,
@@ -323,8 +323,7 @@ fn as_response(fetched: &Fetched) -> Response<ResponseBody> {
 }
 
 /// A HIT, built from the entry's prebuilt parts plus `age`.
-fn hit(entry: &CachedResponse, client: &Client<'_>, refreshing: bool) -> Outcome {
-    let now = Instant::now();
+fn hit(entry: &CachedResponse, client: &Client<'_>, refreshing: bool, now: Instant) -> Outcome {
     let status = CacheStatus {
         ttl: Some(entry.time_to_live(now).as_secs()),
         refreshing,
