@@ -11,16 +11,59 @@ use headers::authorization::Bearer;
 use headers::{Authorization, HeaderMapExt};
 use http::{header, HeaderMap, HeaderValue};
 
+use crate::budget::{ClientIdentity, UpstreamCredential};
 use crate::config::{Secret, Settings};
 use crate::domain::{Fingerprint, Partition};
 use crate::error::ProxyError;
 
-/// What a request carries upstream and which partition it belongs to.
+/// What a request carries upstream, which partition it belongs to, and who sent it.
 #[derive(Debug, Clone)]
 pub struct Credential {
     /// The `Authorization` value to send upstream, if any (marked sensitive).
     pub upstream: Option<HeaderValue>,
     pub partition: Partition,
+    /// The client, for the budget's turns.
+    pub caller: Caller,
+}
+
+/// Who sent a request, for the budget's turns (SPEC section 12): the
+/// fingerprint of the client's own token, whichever credential travels.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Known when the request was admitted: its pass-through credential's
+    /// or its checked token's fingerprint, or anonymous.
+    Known(ClientIdentity),
+    /// A token nobody checked (anonymous clients allowed with the proxy's
+    /// key), marked sensitive: hashed only when an upstream call needs it.
+    Unchecked(HeaderValue),
+}
+
+impl Credential {
+    /// Whose quota an upstream call for this request spends: the
+    /// fingerprint of the `Authorization` it sends. Hashed here, on the
+    /// call's path, so a HIT never pays for it.
+    pub fn budget(&self) -> UpstreamCredential {
+        match (self.partition, &self.upstream) {
+            (Partition::Key(fingerprint), _) => UpstreamCredential::Key(fingerprint),
+            (_, Some(sent)) => UpstreamCredential::Key(Fingerprint::of(sent.as_bytes())),
+            (_, None) => UpstreamCredential::Anonymous,
+        }
+    }
+
+    /// Whose turn this request's upstream call takes.
+    pub fn client_identity(&self) -> ClientIdentity {
+        match &self.caller {
+            Caller::Known(identity) => *identity,
+            Caller::Unchecked(value) => ClientIdentity::Token(token_fingerprint(value)),
+        }
+    }
+}
+
+/// The fingerprint of a bearer token, or of the whole value when it is not one.
+fn token_fingerprint(authorization: &HeaderValue) -> Fingerprint {
+    let mut headers = HeaderMap::with_capacity(1);
+    headers.insert(header::AUTHORIZATION, authorization.clone());
+    bearer_fingerprint(&headers).unwrap_or_else(|| Fingerprint::of(authorization.as_bytes()))
 }
 
 /// Decides each request's credential, by the configured mode.
@@ -61,13 +104,16 @@ impl Authenticator {
                 None => Credential {
                     upstream: None,
                     partition: Partition::Anonymous,
+                    caller: Caller::Known(ClientIdentity::Anonymous),
                 },
                 Some(value) => {
                     let mut value = value.clone();
                     value.set_sensitive(true);
+                    let fingerprint = Fingerprint::of(value.as_bytes());
                     Credential {
-                        partition: Partition::Key(Fingerprint::of(value.as_bytes())),
+                        partition: Partition::Key(fingerprint),
                         upstream: Some(value),
+                        caller: Caller::Known(ClientIdentity::Token(fingerprint)),
                     }
                 }
             }),
@@ -76,23 +122,43 @@ impl Authenticator {
                 client_tokens,
                 allow_anonymous,
             } => {
-                if !allow_anonymous && !token_is_known(headers, client_tokens) {
-                    return Err(ProxyError::Unauthenticated);
-                }
+                let caller = if *allow_anonymous {
+                    unchecked(presented)
+                } else {
+                    match bearer_fingerprint(headers) {
+                        Some(token) if client_tokens.contains(&token.digest()) => {
+                            Caller::Known(ClientIdentity::Token(token))
+                        }
+                        _ => return Err(ProxyError::Unauthenticated),
+                    }
+                };
                 Ok(Credential {
                     upstream: Some(key.header_value().clone()),
                     partition: Partition::Shared,
+                    caller,
                 })
             }
         }
     }
 }
 
-fn token_is_known(headers: &HeaderMap, client_tokens: &HashSet<[u8; 32]>) -> bool {
+/// The fingerprint of the request's bearer token, if it has one.
+fn bearer_fingerprint(headers: &HeaderMap) -> Option<Fingerprint> {
     headers
         .typed_get::<Authorization<Bearer>>()
-        .map(|bearer| client_tokens.contains(&Fingerprint::of(bearer.token().as_bytes()).digest()))
-        .unwrap_or(false)
+        .map(|bearer| Fingerprint::of(bearer.token().as_bytes()))
+}
+
+/// An unchecked client's identity: its token, hashed later, or anonymous.
+fn unchecked(presented: Option<&HeaderValue>) -> Caller {
+    match presented {
+        Some(value) => {
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            Caller::Unchecked(value)
+        }
+        None => Caller::Known(ClientIdentity::Anonymous),
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +218,34 @@ mod tests {
             let error = auth.credential(&headers(refused)).unwrap_err();
             assert_eq!(error, ProxyError::Unauthenticated);
         }
+    }
+
+    #[test]
+    fn the_budget_is_the_sent_keys_and_the_turn_the_clients_own_token() {
+        let pass = Authenticator::PassThrough;
+        let a = pass.credential(&headers(&["Bearer a"])).unwrap();
+        let a_key = Fingerprint::of(b"Bearer a");
+        assert_eq!(a.budget(), UpstreamCredential::Key(a_key));
+        assert_eq!(a.client_identity(), ClientIdentity::Token(a_key));
+        let none = pass.credential(&headers(&[])).unwrap();
+        assert_eq!(none.budget(), UpstreamCredential::Anonymous);
+        assert_eq!(none.client_identity(), ClientIdentity::Anonymous);
+
+        let proxy_budget = UpstreamCredential::Key(Fingerprint::of(b"Bearer sk_proxy"));
+        let token = |t: &str| ClientIdentity::Token(Fingerprint::of(t.as_bytes()));
+        for allow_anonymous in [false, true] {
+            let auth = proxy_key(&["client-1", "client-2"], allow_anonymous);
+            let one = auth.credential(&headers(&["Bearer client-1"])).unwrap();
+            let two = auth.credential(&headers(&["Bearer client-2"])).unwrap();
+            assert_eq!((one.budget(), two.budget()), (proxy_budget, proxy_budget));
+            assert_eq!(one.client_identity(), token("client-1"));
+            assert_eq!(two.client_identity(), token("client-2"));
+        }
+        let open = proxy_key(&[], true);
+        let anonymous = open.credential(&headers(&[])).unwrap();
+        assert_eq!(anonymous.client_identity(), ClientIdentity::Anonymous);
+        let unknown = open.credential(&headers(&["Bearer someone"])).unwrap();
+        assert_eq!(unknown.client_identity(), token("someone"));
     }
 
     #[test]
