@@ -43,6 +43,15 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// A budget refusal: 429, `retry-after` of at least a second, the API's error shape.
+pub fn assert_refused_call(answer: &Answer) {
+    assert_eq!(answer.status, 429);
+    assert!(answer.retry_after.is_some_and(|seconds| seconds >= 1));
+    assert_eq!(answer.body["error"]["type"], "rate_limit_error");
+    assert_eq!(answer.body["error"]["code"], "upstream_budget_exhausted");
+    assert!(answer.body["error"]["message"].is_string());
+}
+
 pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();
     let cache = header(&response, "x-cache");
@@ -61,13 +70,9 @@ pub async fn answer(response: reqwest::Response) -> Answer {
     }
 }
 
-/// A budget refusal: 429, `retry-after` of at least a second, the API's error shape.
+/// A budget refusal on the cached route: [`assert_refused_call`], and `cache-status` says why.
 pub fn assert_refused(answer: &Answer) {
-    assert_eq!(answer.status, 429);
-    assert!(answer.retry_after.is_some_and(|seconds| seconds >= 1));
-    assert_eq!(answer.body["error"]["type"], "rate_limit_error");
-    assert_eq!(answer.body["error"]["code"], "upstream_budget_exhausted");
-    assert!(answer.body["error"]["message"].is_string());
+    assert_refused_call(answer);
     assert!(
         answer.cache_status.contains("detail=budget"),
         "{}",
@@ -108,9 +113,9 @@ async fn two_hundred_cold_misses_at_once_are_paced_within_rate_and_burst() {
             .map(|t| (t - start_ms).round())
             .collect::<Vec<_>>()
     );
+    assert_within_budget(&times, start_ms, 20.0, 5);
     assert_eq!(times.len(), answered, "every call answered one request");
     assert!((5..200).contains(&answered), "some went, some were refused");
-    assert_within_budget(&times, start_ms, 20.0, 5);
 }
 
 fn digests(tokens: &[&str]) -> String {
@@ -221,4 +226,58 @@ pub async fn until(deadline: Instant) {
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+#[tokio::test]
+async fn a_refresh_without_a_spare_token_is_skipped_and_never_waits() {
+    use crate::admin::{admin_app, metrics, series};
+    let standin = StandIn::spawn().await;
+    let app = admin_app(
+        &standin,
+        &[
+            ("upstream.budget.rate", "0.5"),
+            ("upstream.budget.burst", "1"),
+            ("upstream.budget.max_wait", "\"5s\""),
+            ("cache.max_ttl", "\"400ms\""),
+            ("cache.refresh_ahead", "0.9"),
+        ],
+    )
+    .await;
+    let path = "/v1/conversations/refreshed";
+    let stored = Instant::now();
+    assert_eq!(answer(app.get(path, Some(TOKEN)).await).await.cache, "MISS");
+    until(stored + ms(60)).await;
+    let hit = answer(app.get(path, Some(TOKEN)).await).await;
+    assert_eq!(hit.cache, "HIT");
+    let skipped = "ayra_cache_refreshes_total{result=\"skipped\"}";
+    let deadline = Instant::now() + ms(1000);
+    while series(&metrics(&app).await, skipped) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the refresh was not skipped at once"
+        );
+        tokio::time::sleep(ms(10)).await;
+    }
+    assert_eq!(
+        standin.calls().await.times_of(TOKEN).len(),
+        1,
+        "the refresh never called"
+    );
+}
+
+#[tokio::test]
+async fn a_pass_through_call_takes_its_turn_and_is_refused_past_max_wait() {
+    let standin = StandIn::spawn().await;
+    let budget = [
+        ("upstream.budget.rate", "0.2"),
+        ("upstream.budget.burst", "1"),
+        ("upstream.budget.max_wait", "\"0s\""),
+    ];
+    let app = spawn_app(&standin, &budget).await;
+    let forwarded = answer(app.get("/v1/agents", Some(TOKEN)).await).await;
+    assert_eq!(forwarded.status, 200);
+    let refused = answer(app.get("/v1/agents", Some(TOKEN)).await).await;
+    assert_refused_call(&refused);
+    assert!(refused.retry_after.is_some_and(|seconds| seconds <= 5));
+    assert_eq!(standin.calls().await.times_of(TOKEN).len(), 1);
 }
