@@ -11,7 +11,6 @@ use headers::authorization::Bearer;
 use headers::{Authorization, HeaderMapExt};
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::budget::{ClientIdentity, UpstreamCredential};
 use crate::config::{Secret, Settings};
 use crate::domain::{Fingerprint, Partition};
 use crate::error::ProxyError;
@@ -22,39 +21,42 @@ pub struct Credential {
     /// The `Authorization` value to send upstream, if any (marked sensitive).
     pub upstream: Option<HeaderValue>,
     pub partition: Partition,
-    /// The client, for the budget's turns.
+    /// The client, for the upstream budget's turns.
     pub caller: Caller,
 }
 
-/// Who sent a request, for the budget's turns (SPEC section 12): the
-/// fingerprint of the client's own token, whichever credential travels.
+/// Who sent a request, for the upstream budget's turns (SPEC section 12):
+/// the client's own token, whichever credential travels.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    /// Known when the request was admitted: its pass-through credential's
-    /// or its checked token's fingerprint, or anonymous.
-    Known(ClientIdentity),
+    /// No token.
+    Anonymous,
+    /// The fingerprint of its token: its pass-through credential, or the
+    /// bearer token checked against `auth.client_tokens_sha256`.
+    Token(Fingerprint),
     /// A token nobody checked (anonymous clients allowed with the proxy's
     /// key), marked sensitive: hashed only when an upstream call needs it.
     Unchecked(HeaderValue),
 }
 
 impl Credential {
-    /// Whose quota an upstream call for this request spends: the
-    /// fingerprint of the `Authorization` it sends. Hashed here, on the
-    /// call's path, so a HIT never pays for it.
-    pub fn budget(&self) -> UpstreamCredential {
+    /// The fingerprint of the `Authorization` sent upstream (none without
+    /// one): whose quota an upstream call for this request spends. Hashed
+    /// here, on the call's path, so a HIT never pays for it.
+    pub fn upstream_fingerprint(&self) -> Option<Fingerprint> {
         match (self.partition, &self.upstream) {
-            (Partition::Key(fingerprint), _) => UpstreamCredential::Key(fingerprint),
-            (_, Some(sent)) => UpstreamCredential::Key(Fingerprint::of(sent.as_bytes())),
-            (_, None) => UpstreamCredential::Anonymous,
+            (Partition::Key(fingerprint), _) => Some(fingerprint),
+            (_, sent) => sent.as_ref().map(|sent| Fingerprint::of(sent.as_bytes())),
         }
     }
 
-    /// Whose turn this request's upstream call takes.
-    pub fn client_identity(&self) -> ClientIdentity {
+    /// The fingerprint of the client's own token (none: anonymous): whose
+    /// turn this request's upstream call takes.
+    pub fn client_fingerprint(&self) -> Option<Fingerprint> {
         match &self.caller {
-            Caller::Known(identity) => *identity,
-            Caller::Unchecked(value) => ClientIdentity::Token(token_fingerprint(value)),
+            Caller::Anonymous => None,
+            Caller::Token(fingerprint) => Some(*fingerprint),
+            Caller::Unchecked(value) => Some(token_fingerprint(value)),
         }
     }
 }
@@ -104,7 +106,7 @@ impl Authenticator {
                 None => Credential {
                     upstream: None,
                     partition: Partition::Anonymous,
-                    caller: Caller::Known(ClientIdentity::Anonymous),
+                    caller: Caller::Anonymous,
                 },
                 Some(value) => {
                     let mut value = value.clone();
@@ -113,7 +115,7 @@ impl Authenticator {
                     Credential {
                         partition: Partition::Key(fingerprint),
                         upstream: Some(value),
-                        caller: Caller::Known(ClientIdentity::Token(fingerprint)),
+                        caller: Caller::Token(fingerprint),
                     }
                 }
             }),
@@ -127,7 +129,7 @@ impl Authenticator {
                 } else {
                     match bearer_fingerprint(headers) {
                         Some(token) if client_tokens.contains(&token.digest()) => {
-                            Caller::Known(ClientIdentity::Token(token))
+                            Caller::Token(token)
                         }
                         _ => return Err(ProxyError::Unauthenticated),
                     }
@@ -157,7 +159,7 @@ fn unchecked(presented: Option<&HeaderValue>) -> Caller {
             value.set_sensitive(true);
             Caller::Unchecked(value)
         }
-        None => Caller::Known(ClientIdentity::Anonymous),
+        None => Caller::Anonymous,
     }
 }
 
@@ -221,31 +223,36 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_is_the_sent_keys_and_the_turn_the_clients_own_token() {
+    fn calls_spend_the_sent_keys_quota_and_take_the_clients_own_turn() {
         let pass = Authenticator::PassThrough;
         let a = pass.credential(&headers(&["Bearer a"])).unwrap();
-        let a_key = Fingerprint::of(b"Bearer a");
-        assert_eq!(a.budget(), UpstreamCredential::Key(a_key));
-        assert_eq!(a.client_identity(), ClientIdentity::Token(a_key));
+        let a_key = Some(Fingerprint::of(b"Bearer a"));
+        assert_eq!(
+            (a.upstream_fingerprint(), a.client_fingerprint()),
+            (a_key, a_key)
+        );
         let none = pass.credential(&headers(&[])).unwrap();
-        assert_eq!(none.budget(), UpstreamCredential::Anonymous);
-        assert_eq!(none.client_identity(), ClientIdentity::Anonymous);
+        assert_eq!(
+            (none.upstream_fingerprint(), none.client_fingerprint()),
+            (None, None)
+        );
 
-        let proxy_budget = UpstreamCredential::Key(Fingerprint::of(b"Bearer sk_proxy"));
-        let token = |t: &str| ClientIdentity::Token(Fingerprint::of(t.as_bytes()));
+        let proxy = Some(Fingerprint::of(b"Bearer sk_proxy"));
+        let token = |t: &str| Some(Fingerprint::of(t.as_bytes()));
         for allow_anonymous in [false, true] {
             let auth = proxy_key(&["client-1", "client-2"], allow_anonymous);
             let one = auth.credential(&headers(&["Bearer client-1"])).unwrap();
             let two = auth.credential(&headers(&["Bearer client-2"])).unwrap();
-            assert_eq!((one.budget(), two.budget()), (proxy_budget, proxy_budget));
-            assert_eq!(one.client_identity(), token("client-1"));
-            assert_eq!(two.client_identity(), token("client-2"));
+            assert_eq!(one.upstream_fingerprint(), proxy);
+            assert_eq!(two.upstream_fingerprint(), proxy);
+            assert_eq!(one.client_fingerprint(), token("client-1"));
+            assert_eq!(two.client_fingerprint(), token("client-2"));
         }
         let open = proxy_key(&[], true);
         let anonymous = open.credential(&headers(&[])).unwrap();
-        assert_eq!(anonymous.client_identity(), ClientIdentity::Anonymous);
+        assert_eq!(anonymous.client_fingerprint(), None);
         let unknown = open.credential(&headers(&["Bearer someone"])).unwrap();
-        assert_eq!(unknown.client_identity(), token("someone"));
+        assert_eq!(unknown.client_fingerprint(), token("someone"));
     }
 
     #[test]

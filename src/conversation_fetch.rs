@@ -34,11 +34,7 @@ pub(crate) fn upstream_fetch(
     note: Option<WaitNote>,
 ) -> impl Future<Output = Result<Fetched, FetchError>> + Send + 'static {
     let upstream = Arc::clone(parts.upstream);
-    let spender = Spender::new(
-        parts.budgets,
-        credential.budget(),
-        credential.client_identity(),
-    );
+    let spender = Spender::for_request(parts.budgets, credential);
     let (id, flags) = (key.id.clone(), key.flags);
     let authorization = credential.upstream.clone();
     let timeout = parts.live.upstream_timeout;

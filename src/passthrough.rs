@@ -87,11 +87,7 @@ impl PassThrough {
             Ok(outgoing) => outgoing,
             Err(error) => return Outcome::failed(error),
         };
-        let spender = Spender::new(
-            &self.budgets,
-            credential.budget(),
-            credential.client_identity(),
-        );
+        let spender = Spender::for_request(&self.budgets, credential);
         let turn = spender.turn(CallFor::Client).await;
         let answered = match turn.go {
             Err(NoTurn::Refused { retry_after_secs }) => {

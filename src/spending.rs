@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
 
+use crate::auth::Credential;
 use crate::budget::{
     pause_length, Admission, Budgets, ClientIdentity, RefreshAdmission, UpstreamCredential,
 };
@@ -74,6 +75,18 @@ impl Spender {
             credential,
             who,
         }
+    }
+
+    /// A call made for a request with `credential`: it spends the quota of
+    /// the key it sends, and takes the turn of the client's own token.
+    pub(crate) fn for_request(budgets: &Arc<Budgets>, credential: &Credential) -> Spender {
+        let upstream = credential
+            .upstream_fingerprint()
+            .map_or(UpstreamCredential::Anonymous, UpstreamCredential::Key);
+        let who = credential
+            .client_fingerprint()
+            .map_or(ClientIdentity::Anonymous, ClientIdentity::Token);
+        Spender::new(budgets, upstream, who)
     }
 
     /// Waits for the call's turn (a refresh never waits): how long it
