@@ -69,33 +69,29 @@ pub(crate) async fn serve(
             state.cache.precompress(&key, &entry, rules);
         }
         let refreshing = rules.wants_refresh(&entry, Instant::now()) && {
-            let call = (CallFor::Refresh, None);
-            let (fetch, starter) =
-                call_for(state, live, &key, &credential, ids, &request.headers, call);
+            let call = CallFor::Refresh;
+            let (fetch, starter, _) = call_for(state, live, &key, &credential, ids, &request, call);
             state.cache.refresh(key.clone(), starter, fetch, rules)
         };
         return hit(&entry, &client, refreshing);
     }
-    let note = WaitNote::default();
-    let call = (CallFor::Client, Some(WaitNote::clone(&note)));
-    let (fetch, starter) = call_for(state, live, &key, &credential, ids, &request.headers, call);
+    let call = CallFor::Client;
+    let (fetch, starter, note) = call_for(state, live, &key, &credential, ids, &request, call);
     let waiting = state.metrics.fetch_waiting();
     let fetched = state.cache.fetch(key.clone(), starter, fetch, rules).await;
     drop(waiting);
     let Ok((outcome, role)) = fetched else {
         return Outcome::failed(ProxyError::Internal);
     };
-    Outcome {
-        budget_wait: spending::waited(&note),
-        ..missed(state, outcome, role, &client)
-    }
+    missed(state, (outcome, note), role, &client)
 }
 
 /// What a MISS gets from the fetch it started or joined; one that joined
-/// learns the trace of the request that started it.
+/// learns the trace of the request that started it. The one that started
+/// it logs how long its call waited for a turn in the budget (`note`).
 fn missed(
     state: &AppState,
-    outcome: FetchOutcome,
+    (outcome, note): (FetchOutcome, Option<WaitNote>),
     role: Role<StarterTrace>,
     client: &Client<'_>,
 ) -> Outcome {
@@ -125,6 +121,7 @@ fn missed(
     }
     Outcome {
         leader_trace,
+        budget_wait: note.as_ref().and_then(spending::waited),
         ..answered
     }
 }
@@ -143,29 +140,31 @@ fn got_no_turn(outcome: &FetchOutcome) -> bool {
 }
 
 /// An upstream call for `key` made for this request (`call`: who it is
-/// for, and where a client's budget wait is noted): the fetch, carrying
-/// the request's ids (`headers` are its own), and its trace, which the
-/// requests that join the call are told.
+/// for): the fetch, carrying the request's ids (`request` has its own
+/// headers); its trace, which the requests that join the call are told;
+/// and for a client's call, where it notes how long it waited for its turn.
 fn call_for(
     state: &AppState,
     live: &Live,
     key: &CacheKey,
     credential: &Credential,
     ids: &RequestIds,
-    headers: &HeaderMap,
-    (call, note): (CallFor, Option<WaitNote>),
+    request: &http::request::Parts,
+    call: CallFor,
 ) -> (
     impl Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     StarterTrace,
+    Option<WaitNote>,
 ) {
-    let carried = ids.upstream(headers);
+    let note = (call == CallFor::Client).then(WaitNote::default);
+    let carried = ids.upstream(&request.headers);
     let parts = CallParts {
         upstream: &state.upstream,
         budgets: &state.budgets,
         live,
     };
-    let fetch = upstream_fetch(parts, key, credential, carried, call, note);
-    (fetch, ids.trace.map(|trace| trace.trace()))
+    let fetch = upstream_fetch(parts, key, credential, carried, call, note.clone());
+    (fetch, ids.trace.map(|trace| trace.trace()), note)
 }
 
 /// What a request that waited for a fetch gets from its outcome.
