@@ -45,7 +45,9 @@ async fn an_upstream_429_pauses_its_credential_only_and_stale_stands_in() {
 
     let other = read("/v1/conversations/other", "sk_b").await;
     assert_eq!(other.status, 200, "another credential is not paused");
-    assert_refused(&read("/v1/conversations/cold", "sk_a").await);
+    let cold = read("/v1/conversations/cold", "sk_a").await;
+    assert_refused(&cold);
+    assert!(cold.retry_after <= Some(2), "the pause's remaining seconds");
     until(stored + ms(350)).await;
     let stale = read("/v1/conversations/held", "sk_a").await;
     assert_eq!(stale.status, 200);
