@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::auth::Credential;
-use crate::budget::Budgets;
+use crate::budget::{Budgets, RefreshAdmission};
 use crate::cache::key::CacheKey;
 use crate::cache::{FetchError, Fetched};
 use crate::live::Live;
-use crate::spending::{CallFor, NoTurn, Spender, WaitNote};
+use crate::spending::{CallFor, Spender, WaitNote};
 use crate::trace_context::UpstreamIds;
 use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 
@@ -39,11 +39,25 @@ pub(crate) fn upstream_fetch(
     let authorization = credential.upstream.clone();
     let timeout = parts.live.upstream_timeout;
     async move {
-        let turn = spender.turn(call).await;
-        if let Some(note) = note {
-            let _ = note.set(turn.waited);
+        match call {
+            CallFor::Client => {
+                let turn = spender.client_turn().await;
+                if let Some(note) = note {
+                    let _ = note.set(turn.waited);
+                }
+                turn.go.map_err(|refused| FetchError::NoTurn {
+                    retry_after_secs: refused.retry_after_secs,
+                })?;
+            }
+            CallFor::Refresh => {
+                if spender.refresh_turn() == RefreshAdmission::Skipped {
+                    // Never shown: a skipped refresh answers no one.
+                    return Err(FetchError::NoTurn {
+                        retry_after_secs: 1,
+                    });
+                }
+            }
         }
-        turn.go.map_err(no_turn)?;
         let response = upstream
             .get_conversation(&id, flags, authorization.as_ref(), &ids, timeout)
             .await
@@ -51,15 +65,6 @@ pub(crate) fn upstream_fetch(
         spender.answered(response.status, &response.headers, SystemTime::now());
         Ok(fetched(response))
     }
-}
-
-fn no_turn(refusal: NoTurn) -> FetchError {
-    let retry_after_secs = match refusal {
-        NoTurn::Refused { retry_after_secs } => retry_after_secs,
-        // Never shown: a skipped refresh answers no one.
-        NoTurn::Skipped => 1,
-    };
-    FetchError::NoTurn { retry_after_secs }
 }
 
 /// The client's answer as the cache takes it (moved, not copied).

@@ -30,7 +30,7 @@ use crate::config::ServerSettings;
 use crate::error::{ClientError, ProxyError};
 use crate::hop_by_hop;
 use crate::live::Live;
-use crate::spending::{CallFor, NoTurn, Spender};
+use crate::spending::{Refused, Spender};
 use crate::trace_context::RequestIds;
 use crate::upstream::{Upstream, UpstreamBody};
 
@@ -88,25 +88,22 @@ impl PassThrough {
             Err(error) => return Outcome::failed(error),
         };
         let spender = Spender::for_request(&self.budgets, credential);
-        let turn = spender.turn(CallFor::Client).await;
+        let turn = spender.client_turn().await;
         let answered = match turn.go {
-            Err(NoTurn::Refused { retry_after_secs }) => {
+            Err(Refused { retry_after_secs }) => {
                 self.budgets.exhausted(ExhaustedOutcome::Rejected);
                 Outcome::failed(ProxyError::BudgetExhausted { retry_after_secs })
             }
-            // A client's call is never skipped; were it, it would go.
-            Ok(()) | Err(NoTurn::Skipped) => {
-                match self.upstream.send(outgoing, live.upstream_timeout).await {
-                    Ok(response) => {
-                        spender.answered(response.status, &response.headers, SystemTime::now());
-                        Outcome {
-                            upstream: Some(response.elapsed),
-                            ..Outcome::answered(response.to_response())
-                        }
+            Ok(()) => match self.upstream.send(outgoing, live.upstream_timeout).await {
+                Ok(response) => {
+                    spender.answered(response.status, &response.headers, SystemTime::now());
+                    Outcome {
+                        upstream: Some(response.elapsed),
+                        ..Outcome::answered(response.to_response())
                     }
-                    Err(error) => Outcome::failed(error.into()),
                 }
-            }
+                Err(error) => Outcome::failed(error.into()),
+            },
         };
         Outcome {
             budget_wait: turn.wait(),

@@ -20,20 +20,19 @@ use crate::budget::{
 /// Who a call is made for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallFor {
-    /// A client waits for its answer: the call waits for its turn.
+    /// A client waits for its answer: the call waits for its turn
+    /// ([`Spender::client_turn`]).
     Client,
-    /// A background refresh: goes only on a token no client waits for.
+    /// A background refresh: goes only on a token no client waits for
+    /// ([`Spender::refresh_turn`]).
     Refresh,
 }
 
-/// Why a call did not go out.
+/// A client's call that got no turn within `max_wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoTurn {
-    /// A client's call got no turn within `max_wait`: whole seconds until
-    /// one could come (at least 1).
-    Refused { retry_after_secs: u64 },
-    /// A refresh found no token to spare: the entry lives out its times.
-    Skipped,
+pub(crate) struct Refused {
+    /// Whole seconds until a turn could come, at least 1.
+    pub retry_after_secs: u64,
 }
 
 /// What a call's turn came to.
@@ -42,7 +41,7 @@ pub(crate) struct Turn {
     /// How long it waited for it, granted or not.
     pub waited: Duration,
     /// Whether it may go.
-    pub go: Result<(), NoTurn>,
+    pub go: Result<(), Refused>,
 }
 
 impl Turn {
@@ -89,32 +88,24 @@ impl Spender {
         Spender::new(budgets, upstream, who)
     }
 
-    /// Waits for the call's turn (a refresh never waits): how long it
-    /// waited, and whether it may go.
-    pub(crate) async fn turn(&self, call: CallFor) -> Turn {
-        let admission = match call {
-            CallFor::Refresh => {
-                let go = match self.budgets.try_refresh(self.credential) {
-                    RefreshAdmission::Granted => Ok(()),
-                    RefreshAdmission::Skipped => Err(NoTurn::Skipped),
-                };
-                return Turn {
-                    waited: Duration::ZERO,
-                    go,
-                };
-            }
-            CallFor::Client => self.budgets.admit(self.credential, self.who).await,
-        };
+    /// Waits for a client's call's turn: how long it waited, and whether it may go.
+    pub(crate) async fn client_turn(&self) -> Turn {
+        let admission = self.budgets.admit(self.credential, self.who).await;
         let go = match admission {
             Admission::Granted { .. } => Ok(()),
             Admission::Refused {
                 retry_after_secs, ..
-            } => Err(NoTurn::Refused { retry_after_secs }),
+            } => Err(Refused { retry_after_secs }),
         };
         Turn {
             waited: admission.waited(),
             go,
         }
+    }
+
+    /// May a background refresh go now, on a token no client waits for? Never waits.
+    pub(crate) fn refresh_turn(&self) -> RefreshAdmission {
+        self.budgets.try_refresh(self.credential)
     }
 
     /// The upstream answered `status`: a `429` pauses the credential for

@@ -36,13 +36,13 @@ fn retry_after(seconds: &str) -> HeaderMap {
 async fn a_clients_call_waits_for_its_turn_and_notes_the_wait() {
     let budgets = budgets(10.0, 1, ms(2000));
     let call = spender(&budgets, "sk");
-    let first = call.turn(CallFor::Client).await;
+    let first = call.client_turn().await;
     assert_eq!(
         (first.go, first.wait()),
         (Ok(()), None),
         "a token was there"
     );
-    let second = call.turn(CallFor::Client).await;
+    let second = call.client_turn().await;
     assert_eq!(second.go, Ok(()));
     assert_eq!(second.wait(), Some(ms(100)), "one token interval");
 }
@@ -51,11 +51,11 @@ async fn a_clients_call_waits_for_its_turn_and_notes_the_wait() {
 async fn a_call_whose_turn_cannot_come_in_time_is_refused_with_whole_seconds() {
     let budgets = budgets(0.5, 1, ms(100));
     let call = spender(&budgets, "sk");
-    assert_eq!(call.turn(CallFor::Client).await.go, Ok(()));
-    let refused = call.turn(CallFor::Client).await.go;
+    assert_eq!(call.client_turn().await.go, Ok(()));
+    let refused = call.client_turn().await.go;
     assert_eq!(
         refused,
-        Err(NoTurn::Refused {
+        Err(Refused {
             retry_after_secs: 2
         })
     );
@@ -65,9 +65,9 @@ async fn a_call_whose_turn_cannot_come_in_time_is_refused_with_whole_seconds() {
 async fn a_refresh_never_waits_and_is_skipped_without_a_spare_token() {
     let budgets = budgets(1.0, 1, ms(2000));
     let call = spender(&budgets, "sk");
-    assert_eq!(call.turn(CallFor::Refresh).await.go, Ok(()));
+    assert_eq!(call.refresh_turn(), RefreshAdmission::Granted);
     let before = tokio::time::Instant::now();
-    assert_eq!(call.turn(CallFor::Refresh).await.go, Err(NoTurn::Skipped));
+    assert_eq!(call.refresh_turn(), RefreshAdmission::Skipped);
     assert_eq!(before.elapsed(), Duration::ZERO);
 }
 
@@ -76,21 +76,21 @@ async fn a_429_pauses_its_credential_for_its_retry_after_and_no_other() {
     let budgets = budgets(100.0, 10, ms(500));
     let (paused, other) = (spender(&budgets, "sk_a"), spender(&budgets, "sk_b"));
     paused.answered(StatusCode::OK, &retry_after("2"), SystemTime::now());
-    assert_eq!(paused.turn(CallFor::Client).await.go, Ok(()));
+    assert_eq!(paused.client_turn().await.go, Ok(()));
     paused.answered(
         StatusCode::TOO_MANY_REQUESTS,
         &retry_after("2"),
         SystemTime::now(),
     );
-    let refused = paused.turn(CallFor::Client).await.go;
+    let refused = paused.client_turn().await.go;
     assert_eq!(
         refused,
-        Err(NoTurn::Refused {
+        Err(Refused {
             retry_after_secs: 2
         })
     );
-    assert_eq!(paused.turn(CallFor::Refresh).await.go, Err(NoTurn::Skipped));
-    assert_eq!(other.turn(CallFor::Client).await.go, Ok(()));
+    assert_eq!(paused.refresh_turn(), RefreshAdmission::Skipped);
+    assert_eq!(other.client_turn().await.go, Ok(()));
     tokio::time::advance(ms(2000)).await;
-    assert_eq!(paused.turn(CallFor::Client).await.go, Ok(()));
+    assert_eq!(paused.client_turn().await.go, Ok(()));
 }
