@@ -64,6 +64,7 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
         cache: outcome.cache,
         upstream: outcome.upstream,
         leader_trace: outcome.leader_trace,
+        budget_wait: outcome.budget_wait,
         error,
         latency,
     });
