@@ -48,21 +48,24 @@
 //! [`Budgets::snapshot`] in `/admin/stats`; [`Budgets::sweep`] from a
 //! periodic task.
 //!
-//! **Across replicas** (not built yet). Tokens are taken only in
-//! `ledger`, synchronously under a budget's lock, from a local
-//! [`Bucket`]. A Redis-shared budget would refill that local bucket from a
-//! shared GCRA key per credential fingerprint (a lease of a few tokens per
-//! round trip, so the lock never waits on Redis), fall back to the full
-//! local rate when Redis is unreachable, and publish pauses through the
-//! shared tier's notices so every replica calls [`Budget::pause`]. No trait
-//! stands in for it yet: there is one kind of bucket today.
+//! **Across replicas.** With `[shared]` ([`Budgets::sharing`]), a call
+//! also needs a token leased from its credential's bucket in Redis, one
+//! GCRA per credential fingerprint (`cache::shared::budget_bucket`), so N
+//! replicas together stay within `rate` and `burst`. Tokens are still taken
+//! only in `ledger`, under the budget's lock; the budget's driver leases a
+//! few per round trip outside it (`lease`: how many, and the fall back to
+//! pacing alone at the full `rate` while Redis gives no answer, warned
+//! about with the shared tier's other faults). A pause is a key in Redis
+//! that every lease checks (`shared`, which says why not a notice).
 
 mod bucket;
 mod decision;
+mod lease;
 mod ledger;
 mod metrics;
 mod pause;
 mod registry;
+mod shared;
 mod turns;
 mod waiting;
 

@@ -16,10 +16,12 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::BudgetSettings;
 
 use super::decision::{Admission, RefreshAdmission};
-use super::ledger::{Arrival, Ledger, LedgerView, Withdrawal};
+use super::ledger::{Arrival, DriverStep, Ledger, LedgerView, Withdrawal};
 use super::metrics::BudgetMetrics;
+use super::shared::SharedBudget;
 use super::turns::ClientIdentity;
 use super::{now, UpstreamCredential};
+use crate::cache::shared::SharedError;
 
 /// The budget of one upstream credential.
 #[derive(Debug)]
@@ -29,6 +31,8 @@ pub struct Budget {
     /// Wakes the driver early: a reload or a pause moved its next step.
     driver_wake: Notify,
     metrics: Arc<BudgetMetrics>,
+    /// With `[shared]`: where the driver leases tokens and pauses are told.
+    shared: Option<SharedBudget>,
 }
 
 impl Budget {
@@ -43,6 +47,23 @@ impl Budget {
             ledger: Mutex::new(Ledger::new(settings, now)),
             driver_wake: Notify::new(),
             metrics,
+            shared: None,
+        }
+    }
+
+    /// A budget whose tokens are also leased from the bucket `shared`
+    /// holds for every replica, and whose pauses it tells them.
+    pub(super) fn sharing(
+        credential: UpstreamCredential,
+        settings: &BudgetSettings,
+        metrics: Arc<BudgetMetrics>,
+        shared: SharedBudget,
+        now: Instant,
+    ) -> Budget {
+        Budget {
+            ledger: Mutex::new(Ledger::sharing(settings, now)),
+            shared: Some(shared),
+            ..Budget::new(credential, settings, metrics, now)
         }
     }
 
@@ -109,12 +130,18 @@ impl Budget {
         self.ledger().try_refresh(now())
     }
 
-    /// The upstream answered `429`: no call on this credential until `pause` has passed.
+    /// The upstream answered `429`: no call on this credential until
+    /// `pause` has passed, on any replica sharing the budget.
     pub fn pause(&self, pause: Duration) {
         let until = now() + pause;
-        if self.ledger().pause(until) {
+        // Its own statement: the lock is let go before anything else.
+        let extended = self.ledger().pause(until);
+        if extended {
             self.metrics.paused_until(until);
             self.driver_wake.notify_one();
+            if let Some(shared) = &self.shared {
+                shared.tell_pause(pause);
+            }
         }
     }
 
@@ -132,15 +159,30 @@ impl Budget {
     }
 }
 
-/// Hands tokens to waiting calls as they come; stops when nobody waits.
+/// Hands tokens to waiting calls as they come, leasing them from the
+/// shared bucket when there is one; stops when nobody waits.
 async fn drive(budget: Arc<Budget>) {
     loop {
         // Its own statement: the lock is let go before the wait.
-        let next = budget.ledger().drive(now());
-        let Some(next) = next else { return };
-        tokio::select! {
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
-            () = budget.driver_wake.notified() => {}
+        let step = budget.ledger().drive(now());
+        match step {
+            DriverStep::Done => return,
+            DriverStep::WaitUntil(next) => tokio::select! {
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
+                () = budget.driver_wake.notified() => {}
+            },
+            DriverStep::Lease { wanted, shape } => {
+                // The round trip holds no lock. (A lease step comes only
+                // from a sharing ledger, whose budget has a shared side.)
+                let answer = match &budget.shared {
+                    Some(shared) => shared.lease(shape, wanted).await,
+                    None => Err(SharedError::Unavailable),
+                };
+                let paused = budget.ledger().leased(answer, now());
+                if let Some(until) = paused {
+                    budget.metrics.paused_until(until);
+                }
+            }
         }
     }
 }

@@ -173,6 +173,16 @@ impl Cache {
         self.fetcher.shared.as_ref().map(|tier| tier.is_up())
     }
 
+    /// The shared tier, when one is configured: the upstream budgets share
+    /// their buckets through it too (`Budgets::sharing`).
+    #[expect(
+        dead_code,
+        reason = "the composition root calls it once the budget is wired"
+    )]
+    pub(crate) fn shared_tier(&self) -> Option<Arc<SharedTier>> {
+        self.fetcher.shared.clone()
+    }
+
     /// The fresh entry for `key`, if any (a stale one is not a HIT).
     pub(crate) async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
         let now = self.fetcher.clock.now();
