@@ -193,6 +193,7 @@ async fn without_redis_each_replica_paces_alone_warns_once_and_shares_again_when
     let alone = all_spend_until(&replicas, start + Duration::from_secs(2)).await;
     for (n, grants) in alone.iter().enumerate() {
         assert_paced(grants, start, f64::from(BURST) + 1.0, "one replica alone");
+        assert!(!grants.is_empty(), "replica {n} got no token alone");
         let elapsed = grants.last().unwrap().duration_since(start).as_secs_f64();
         assert!(
             grants.len() as f64 >= RATE * elapsed * 0.8,
