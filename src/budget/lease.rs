@@ -89,6 +89,8 @@ pub struct Supply {
     /// A lease said the next token comes no earlier.
     next_lease_at: Option<Instant>,
     mode: Mode,
+    /// A refresh found no token: lease one that no call waits for.
+    reserve_wanted: bool,
 }
 
 impl Supply {
@@ -100,6 +102,7 @@ impl Supply {
             leased: 0,
             next_lease_at: None,
             mode: Mode::Sharing,
+            reserve_wanted: false,
         })
     }
 
@@ -143,12 +146,29 @@ impl Supply {
         }
     }
 
+    /// A background refresh found no leased token (a refresh never waits,
+    /// and leases are made only for waiting calls): lease one for the next
+    /// refresh, or the next call.
+    pub fn want_reserve(&mut self) {
+        self.reserve_wanted = true;
+    }
+
+    /// The lease of a reserve token, when one is wanted and can be asked for now.
+    pub fn reserve_step(&self, now: Instant) -> Option<SupplyStep> {
+        if !self.reserve_wanted {
+            return None;
+        }
+        self.step(now, 1)
+            .filter(|step| matches!(step, SupplyStep::Lease { .. }))
+    }
+
     /// A lease's answer; the pause it reported, if any.
     pub fn settle(
         &mut self,
         answer: Result<LeaseAnswer, SharedError>,
         now: Instant,
     ) -> Option<Duration> {
+        self.reserve_wanted = false;
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) => {

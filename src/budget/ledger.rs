@@ -196,6 +196,9 @@ impl Ledger {
     pub fn drive(&mut self, now: Instant) -> DriverStep {
         self.dispatch(now);
         if self.turns.is_empty() {
+            if let Some(SupplyStep::Lease { wanted, shape }) = self.reserve_step(now) {
+                return DriverStep::Lease { wanted, shape };
+            }
             self.driving = false;
             return DriverStep::Done;
         }
@@ -234,6 +237,11 @@ impl Ledger {
         extended
     }
 
+    /// The driver [`Ledger::start_driver`] asked for could not be started.
+    pub fn driver_not_started(&mut self) {
+        self.driving = false;
+    }
+
     /// Takes a call that gave up out of the queue; if its token was already
     /// sent, says so (the receiver is closed either way).
     pub fn withdraw(
@@ -258,12 +266,41 @@ impl Ledger {
         self.dispatch(now);
     }
 
-    /// A refresh takes a token only when no client waits for one; it never waits.
+    /// A refresh takes a token only when no client waits for one; it never
+    /// waits. Sharing, when it finds no leased token, it has one leased for
+    /// the next refresh ([`Ledger::start_driver`]).
     pub fn try_refresh(&mut self, now: Instant) -> RefreshAdmission {
-        if !self.turns.is_empty() || self.pause.until(now).is_some() || !self.take(now) {
+        if !self.turns.is_empty() || self.pause.until(now).is_some() {
             return RefreshAdmission::Skipped;
         }
-        RefreshAdmission::Granted
+        if self.take(now) {
+            return RefreshAdmission::Granted;
+        }
+        if let Some(supply) = &mut self.supply {
+            if supply.source(now) == Source::Lease {
+                supply.want_reserve();
+            }
+        }
+        RefreshAdmission::Skipped
+    }
+
+    /// The lease of a reserve token, when one is wanted, the local bucket
+    /// has a token and no pause holds calls back.
+    fn reserve_step(&self, now: Instant) -> Option<SupplyStep> {
+        let ready = self.pause.until(now).is_none() && self.bucket.next_token_at(now) <= now;
+        self.supply
+            .as_ref()
+            .filter(|_| ready)
+            .and_then(|supply| supply.reserve_step(now))
+    }
+
+    /// Whether the caller starts the driver: there is work for it (calls
+    /// waiting, a reserve to lease) and none runs.
+    pub fn start_driver(&mut self, now: Instant) -> bool {
+        let work = !self.turns.is_empty() || self.reserve_step(now).is_some();
+        let start = work && !self.driving;
+        self.driving |= start;
+        start
     }
 
     /// Pauses every call until `until` (never shortening a pause); says

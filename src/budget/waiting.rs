@@ -126,8 +126,20 @@ impl Budget {
     }
 
     /// A background refresh: a token no client waits for, or skipped; never waits.
-    pub fn try_refresh(&self) -> RefreshAdmission {
-        self.ledger().try_refresh(now())
+    pub fn try_refresh(self: &Arc<Self>) -> RefreshAdmission {
+        let now = now();
+        let (admission, start_driver) = {
+            let mut ledger = self.ledger();
+            (ledger.try_refresh(now), ledger.start_driver(now))
+        };
+        if start_driver {
+            // Only a sharing budget leases a reserve; its refreshes run on the runtime.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(drive(Arc::clone(self)))),
+                Err(_) => self.ledger().driver_not_started(),
+            }
+        }
+        admission
     }
 
     /// The upstream answered `429`: no call on this credential until

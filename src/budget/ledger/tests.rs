@@ -318,3 +318,19 @@ fn without_an_answer_from_redis_the_local_bucket_paces_alone() {
         "a second later Redis is asked again"
     );
 }
+
+#[test]
+fn a_refresh_that_finds_no_leased_token_has_one_leased_for_the_next() {
+    let t0 = Instant::now();
+    let mut l = sharing(30.0, 5, ms(1000), t0);
+    assert_eq!(l.try_refresh(t0), RefreshAdmission::Skipped, "never waits");
+    assert!(l.start_driver(t0), "the driver leases a reserve");
+    assert!(!l.start_driver(t0), "one driver");
+    let shape = BucketShape::new(30.0, 5);
+    assert_eq!(l.drive(t0), DriverStep::Lease { wanted: 1, shape });
+    l.leased(granted(1, Duration::ZERO), t0);
+    assert_eq!(l.drive(t0), DriverStep::Done);
+    assert_eq!(l.try_refresh(t0), RefreshAdmission::Granted);
+    let mut local = ledger(30.0, 5, ms(1000), t0);
+    assert!(!local.start_driver(t0), "a ledger alone leases nothing");
+}
