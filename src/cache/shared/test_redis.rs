@@ -30,17 +30,25 @@ fn free_port() -> u16 {
     panic!("no free loopback port in {FIRST}-{}", FIRST + COUNT - 1);
 }
 
-/// A standalone `redis-server`; killed when dropped.
+/// A `redis-server` (standalone, or a cluster node); killed when dropped.
 pub struct TestRedis {
     child: Option<Child>,
     pub port: u16,
+    dir: tempfile::TempDir,
+    cluster: bool,
 }
 
 impl TestRedis {
     pub async fn start() -> TestRedis {
+        TestRedis::start_as(false).await
+    }
+
+    async fn start_as(cluster: bool) -> TestRedis {
         let mut redis = TestRedis {
             child: None,
             port: free_port(),
+            dir: tempfile::tempdir().expect("a temporary folder"),
+            cluster,
         };
         redis.restart().await;
         redis
@@ -49,9 +57,21 @@ impl TestRedis {
     /// (Re)starts the process on the same port, empty, and waits for its `PONG`.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        if self.cluster {
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs (apt-get install redis-server)");
@@ -93,6 +113,43 @@ impl Drop for TestRedis {
     }
 }
 
+/// Three cluster masters, no replicas, made with `redis-cli --cluster create`.
+pub struct TestCluster {
+    pub nodes: Vec<TestRedis>,
+}
+
+impl TestCluster {
+    pub async fn start() -> TestCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(TestRedis::start_as(true).await);
+        }
+        let addresses = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port));
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs (apt-get install redis-tools)");
+        assert!(output.status.success(), "{output:?}");
+        for node in &nodes {
+            let mut connection = node.connection().await.unwrap();
+            for _ in 0..500 {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        TestCluster { nodes }
+    }
+}
+
 /// One replica's shared tier on `redis`, its background work running
 /// (aborted when the handles drop), connected once this returns.
 pub struct TestTier {
@@ -102,9 +159,14 @@ pub struct TestTier {
 
 impl TestTier {
     pub async fn connect(redis: &TestRedis, key_prefix: &str) -> TestTier {
+        TestTier::connect_to(redis, key_prefix).await
+    }
+
+    /// A tier given `redis` (a standalone server, or a cluster node as its seed).
+    async fn connect_to(redis: &TestRedis, key_prefix: &str) -> TestTier {
         let settings = SharedSettings {
             redis_url: redis.url(),
-            cluster: false,
+            cluster: redis.cluster,
             key_prefix: key_prefix.to_owned(),
             timeout: Duration::from_millis(200),
             lock_ttl: Duration::from_secs(2),
@@ -130,6 +192,11 @@ impl TestTier {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("the shared tier never reached redis on port {}", redis.port);
+    }
+
+    /// A tier on `cluster`, seeded with its first node.
+    pub async fn connect_cluster(cluster: &TestCluster, key_prefix: &str) -> TestTier {
+        TestTier::connect_to(&cluster.nodes[0], key_prefix).await
     }
 }
 

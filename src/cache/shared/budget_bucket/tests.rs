@@ -1,7 +1,7 @@
 //! Tests of the shared bucket: its arithmetic on an injected clock, and the Lua script held to it on a real `redis-server`.
 
 use super::*;
-use crate::cache::shared::test_redis::{TestRedis, TestTier};
+use crate::cache::shared::test_redis::{TestCluster, TestRedis, TestTier};
 
 const SECOND: u64 = 1_000_000;
 
@@ -124,4 +124,27 @@ async fn a_pause_stops_every_lease_until_it_ends_and_is_never_shortened() {
         matches!(after, LeaseAnswer::Granted { tokens: 3, .. }),
         "{after:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_bucket_and_its_pause_are_one_slot_and_the_scripts_load() {
+    let cluster = TestCluster::start().await;
+    let replica = TestTier::connect_cluster(&cluster, "t:").await;
+    let tier = &replica.tier;
+    let s = shape(10.0, 4);
+    for credential in ["cafe", "beef", "f00d", "anon"] {
+        let leased = tier.lease(credential, s, 3).await;
+        assert!(
+            matches!(leased, Ok(LeaseAnswer::Granted { tokens: 3, .. })),
+            "{credential}: {leased:?}"
+        );
+        tier.pause_budget(credential, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let paused = tier.lease(credential, s, 1).await;
+        assert!(
+            matches!(paused, Ok(LeaseAnswer::Paused { .. })),
+            "{credential}: {paused:?}"
+        );
+    }
 }
