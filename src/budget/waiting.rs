@@ -4,7 +4,10 @@
 //! lock, without allocating. Otherwise it queues (a one-shot channel) and
 //! waits up to its deadline. While calls wait, one driver task per budget
 //! sleeps until the next token (or the end of a pause) and hands it to the
-//! call whose turn it is; it stops when nobody waits. A waiting call that
+//! call whose turn it is; it stops when nobody waits. Shared across
+//! replicas, the driver also leases tokens from Redis (one round trip at a
+//! time, never under the lock), so there a call that finds no leased token
+//! waits for one round trip. A waiting call that
 //! is dropped (its client went away) takes itself out of the queue, and a
 //! token already sent to it goes to the next in turn or back to the bucket.
 
