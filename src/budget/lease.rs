@@ -91,6 +91,8 @@ pub struct Supply {
     mode: Mode,
     /// A refresh found no token: lease one that no call waits for.
     reserve_wanted: bool,
+    /// The longest a lease may take (`shared.timeout`).
+    round_trip: Duration,
 }
 
 impl Supply {
@@ -103,7 +105,24 @@ impl Supply {
             next_lease_at: None,
             mode: Mode::Sharing,
             reserve_wanted: false,
+            round_trip: Duration::ZERO,
         })
+    }
+
+    /// Leases that may take up to `round_trip`.
+    pub fn with_round_trip(mut self, round_trip: Duration) -> Supply {
+        self.round_trip = round_trip;
+        self
+    }
+
+    /// How much longer than `max_wait` a call arriving now may wait: the
+    /// round trip that finds out whether Redis has a token for it (with
+    /// `max_wait = "0s"`, a call would otherwise never get a shared token).
+    pub fn grace(&self, now: Instant) -> Duration {
+        match self.source(now) {
+            Source::Lease => self.round_trip,
+            Source::Leased | Source::Local => Duration::ZERO,
+        }
     }
 
     #[cfg(test)]

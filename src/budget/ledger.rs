@@ -107,9 +107,10 @@ impl Ledger {
     }
 
     /// A ledger whose tokens are also leased from the bucket shared across replicas.
-    pub fn sharing(settings: &BudgetSettings, now: Instant) -> Ledger {
+    /// `round_trip`: the longest a lease may take (`shared.timeout`).
+    pub fn sharing(settings: &BudgetSettings, round_trip: Duration, now: Instant) -> Ledger {
         Ledger {
-            supply: Supply::new(settings),
+            supply: Supply::new(settings).map(|supply| supply.with_round_trip(round_trip)),
             ..Ledger::new(settings, now)
         }
     }
@@ -135,7 +136,11 @@ impl Ledger {
         if self.turns.is_empty() && self.pause.until(now).is_none() && self.take(now) {
             return Arrival::Granted;
         }
-        let deadline = now + self.max_wait;
+        let grace = self
+            .supply
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.grace(now));
+        let deadline = now + self.max_wait + grace;
         let (turn_at, reason) = self.earliest_turn(&who, now);
         if turn_at > deadline {
             return Arrival::Refused {

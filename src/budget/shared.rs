@@ -37,6 +37,11 @@ impl SharedBudget {
         SharedBudget { tier, name }
     }
 
+    /// The longest a lease waits for Redis (`shared.timeout`).
+    pub fn round_trip(&self) -> Duration {
+        self.tier.timeout()
+    }
+
     /// Leases up to `wanted` tokens, bounded by `shared.timeout`.
     pub async fn lease(&self, shape: BucketShape, wanted: u32) -> Result<LeaseAnswer, SharedError> {
         self.tier.lease(&self.name, shape, wanted).await

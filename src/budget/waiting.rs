@@ -64,7 +64,7 @@ impl Budget {
         now: Instant,
     ) -> Budget {
         Budget {
-            ledger: Mutex::new(Ledger::sharing(settings, now)),
+            ledger: Mutex::new(Ledger::sharing(settings, shared.round_trip(), now)),
             shared: Some(shared),
             ..Budget::new(credential, settings, metrics, now)
         }

@@ -254,7 +254,7 @@ fn sharing(rate: f64, burst: u32, max_wait: Duration, now: Instant) -> Ledger {
         burst,
         max_wait,
     };
-    Ledger::sharing(&settings, now)
+    Ledger::sharing(&settings, ms(100), now)
 }
 
 fn granted(tokens: u32, next_in: Duration) -> Result<LeaseAnswer, SharedError> {
@@ -333,4 +333,24 @@ fn a_refresh_that_finds_no_leased_token_has_one_leased_for_the_next() {
     assert_eq!(l.try_refresh(t0), RefreshAdmission::Granted);
     let mut local = ledger(30.0, 5, ms(1000), t0);
     assert!(!local.start_driver(t0), "a ledger alone leases nothing");
+}
+
+#[test]
+fn a_call_that_must_lease_may_wait_one_round_trip_beyond_max_wait() {
+    let t0 = Instant::now();
+    let mut l = sharing(30.0, 5, Duration::ZERO, t0);
+    let mut place = queued(l.arrive(client("a"), t0));
+    assert_eq!(
+        place.deadline,
+        t0 + ms(100),
+        "max_wait 0s plus the round trip"
+    );
+    assert!(matches!(l.drive(t0), DriverStep::Lease { .. }));
+    l.leased(granted(1, Duration::ZERO), t0 + ms(1));
+    assert!(has_token(&mut place));
+    l.leased(granted(1, Duration::ZERO), t0 + ms(2));
+    assert!(
+        matches!(l.arrive(client("a"), t0 + ms(3)), Arrival::Granted),
+        "a leased token there: no grace needed, none given"
+    );
 }

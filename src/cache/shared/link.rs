@@ -152,6 +152,11 @@ impl Link {
         }
     }
 
+    /// The bound on every operation (`shared.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Whether the connecting task has made the connection.
     #[cfg(test)]
     pub fn has_connection(&self) -> bool {

@@ -109,6 +109,11 @@ impl SharedTier {
         self.link.is_up()
     }
 
+    /// The longest any operation waits for Redis (`shared.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.link.timeout()
+    }
+
     /// The fresh value for `key`, if Redis holds one this replica may serve.
     pub async fn get(&self, key: &CacheKey) -> Option<CachedResponse> {
         let name = self.names.value(key);
