@@ -13,7 +13,7 @@ use crate::domain::Fingerprint;
 use super::decision::{Admission, ExhaustedOutcome, RefreshAdmission};
 use super::metrics::BudgetMetrics;
 use super::now;
-use super::shared::SharedBudget;
+use super::shared::{follow_pauses, SharedBudget};
 use super::turns::ClientIdentity;
 use super::waiting::Budget;
 
@@ -194,6 +194,33 @@ impl Budgets {
     pub fn pause(&self, credential: UpstreamCredential, pause: Duration) {
         if let Some(budget) = self.budget(credential) {
             budget.pause(pause);
+        }
+    }
+
+    /// The work that pauses these budgets when another replica tells of an
+    /// upstream `429`, for the composition root to run beside the cache's
+    /// (subscribed now, so no notice from here on is missed); none without
+    /// a shared tier.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the composition root calls it once the budget is wired"
+        )
+    )]
+    pub(crate) fn follow_shared_pauses(
+        self: &Arc<Self>,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let notices = self.shared.as_ref()?.notices();
+        Some(follow_pauses(Arc::clone(self), notices))
+    }
+
+    /// Another replica told of an upstream `429` on `credential`: pause it
+    /// here too, if this replica holds its budget.
+    pub(super) fn paused_elsewhere(&self, credential: UpstreamCredential, pause: Duration) {
+        let budget = self.read().budgets.get(&credential).map(Arc::clone);
+        if let Some(budget) = budget {
+            budget.pause_here(pause);
         }
     }
 

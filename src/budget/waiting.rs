@@ -148,16 +148,24 @@ impl Budget {
     /// The upstream answered `429`: no call on this credential until
     /// `pause` has passed, on any replica sharing the budget.
     pub fn pause(&self, pause: Duration) {
+        if self.pause_here(pause) {
+            if let Some(shared) = &self.shared {
+                shared.tell_pause(pause);
+            }
+        }
+    }
+
+    /// Pauses this replica's calls on the credential (another replica told
+    /// of a `429`, or this one got it); says whether the pause's end moved.
+    pub(super) fn pause_here(&self, pause: Duration) -> bool {
         let until = now() + pause;
         // Its own statement: the lock is let go before anything else.
         let extended = self.ledger().pause(until);
         if extended {
             self.metrics.paused_until(until);
             self.driver_wake.notify_one();
-            if let Some(shared) = &self.shared {
-                shared.tell_pause(pause);
-            }
         }
+        extended
     }
 
     pub(super) fn reconfigure(&self, settings: &BudgetSettings, now: Instant) {

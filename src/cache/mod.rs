@@ -358,7 +358,8 @@ async fn follow_purges(store: Store, mut notices: tokio::sync::broadcast::Receiv
             }
             // Lagging needs 1024 notices queued behind a loop that does
             // nothing else; a purge lost that way is the gap docs/caching.md names.
-            Ok(Notice::Stored(_) | Notice::Released(_)) | Err(RecvError::Lagged(_)) => {}
+            Ok(Notice::Stored(_) | Notice::Released(_) | Notice::BudgetPaused { .. })
+            | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return,
         }
     }

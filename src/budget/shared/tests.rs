@@ -7,7 +7,9 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
 use super::SharedBudget;
-use crate::budget::{Admission, Budgets, ClientIdentity, RefusalReason, UpstreamCredential};
+use crate::budget::{
+    Admission, Budgets, ClientIdentity, RefreshAdmission, RefusalReason, UpstreamCredential,
+};
 use crate::cache::shared::test_redis::{TestRedis, TestTier};
 use crate::config::BudgetSettings;
 use crate::domain::Fingerprint;
@@ -30,10 +32,47 @@ async fn replicas(redis: &TestRedis, max_waits: [Duration; 3]) -> Vec<(Arc<Budge
         };
         let tier = TestTier::connect(redis, "budget-test:").await;
         let shared = Some(Arc::clone(&tier.tier));
-        let budgets = Budgets::sharing(settings, Arc::default(), shared);
-        replicas.push((Arc::new(budgets), tier));
+        let budgets = Arc::new(Budgets::sharing(settings, Arc::default(), shared));
+        // Runs until the test's runtime ends.
+        tokio::spawn(budgets.follow_shared_pauses().expect("a shared tier"));
+        replicas.push((budgets, tier));
     }
     replicas
+}
+
+/// Waits until Redis holds `credential`'s pause (told in the background).
+async fn pause_in_redis(redis: &TestRedis, tier: &TestTier) {
+    let name = SharedBudget::new(Arc::clone(&tier.tier), credential()).name;
+    let (_, pause_key) = tier.tier.budget_keys(&name);
+    let mut connection = redis.connection().await.unwrap();
+    let told = async {
+        loop {
+            let left: i64 = redis::cmd("PTTL")
+                .arg(&pause_key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if left > 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), told)
+        .await
+        .expect("the pause was told to Redis");
+}
+
+/// Waits until `budgets` shows `credential` paused, or says it never did.
+async fn paused_here(budgets: &Budgets) -> bool {
+    let shown = async {
+        while budgets.snapshot().iter().all(|b| b.paused_until.is_none()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), shown)
+        .await
+        .is_ok()
 }
 
 /// Calls as fast as `budgets` lets them, from 8 clients, until `end`;
@@ -115,55 +154,75 @@ async fn three_replicas_together_stay_within_the_rate_and_the_burst() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pause_set_by_one_replica_holds_the_other_two_until_the_same_end() {
+async fn a_pause_set_by_one_replica_holds_the_others_even_one_that_starts_later() {
     let redis = TestRedis::start().await;
     let long = Duration::from_secs(5);
     let replicas = replicas(&redis, [long, long, Duration::from_millis(200)]).await;
     let pause = Duration::from_millis(1500);
     let paused_at = Instant::now();
     replicas[0].0.pause(credential(), pause);
-    // The pause reaches Redis in the background: wait for its key.
-    let mut connection = redis.connection().await.unwrap();
-    let tier = &replicas[0].1.tier;
-    let (_, pause_key) = tier.budget_keys(&SharedBudget::new(Arc::clone(tier), credential()).name);
-    let told = async {
-        loop {
-            let left: i64 = redis::cmd("PTTL")
-                .arg(&pause_key)
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            if left > 0 {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(2), told)
-        .await
-        .expect("the pause was told to Redis");
+    pause_in_redis(&redis, &replicas[0].1).await;
     let who = ClientIdentity::Anonymous;
     let (waiting, short) = (Arc::clone(&replicas[1].0), &replicas[2].0);
     let waiter = tokio::spawn(async move { waiting.admit(credential(), who).await });
     let impatient = short.admit(credential(), who).await;
-    assert!(
+    let paused = |admission: &Admission| {
         matches!(
-            impatient,
+            admission,
             Admission::Refused {
                 reason: RefusalReason::Paused,
                 ..
             }
-        ),
-        "{impatient:?}"
-    );
-    let snapshot = short.snapshot();
-    assert!(snapshot[0].paused_until.is_some(), "{snapshot:?}");
+        )
+    };
+    assert!(paused(&impatient), "{impatient:?}");
+    // A replica that starts during the pause heard no notice: the key holds it.
+    let settings = BudgetSettings {
+        rate: RATE,
+        burst: BURST,
+        max_wait: Duration::from_millis(200),
+    };
+    let late_tier = TestTier::connect(&redis, "budget-test:").await;
+    let late = Budgets::sharing(settings, Arc::default(), Some(Arc::clone(&late_tier.tier)));
+    let late_call = late.admit(credential(), who).await;
+    assert!(paused(&late_call), "{late_call:?}");
     assert!(matches!(waiter.await.unwrap(), Admission::Granted { .. }));
     let held = paused_at.elapsed();
     assert!(
         held >= pause - Duration::from_millis(50),
         "held only {held:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_stops_the_tokens_other_replicas_hold_already() {
+    let redis = TestRedis::start().await;
+    let short = Duration::from_millis(200);
+    let replicas = replicas(&redis, [short; 3]).await;
+    let holder = &replicas[1].0;
+    // A refresh finds no token: one is leased and held for the next.
+    assert_eq!(holder.try_refresh(credential()), RefreshAdmission::Skipped);
+    let leased = async {
+        while holder.snapshot().first().is_none_or(|b| b.tokens == 0) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), leased)
+        .await
+        .expect("a token leased for the next refresh");
+    replicas[0].0.pause(credential(), Duration::from_secs(2));
+    assert!(paused_here(holder).await, "the notice paused the holder");
+    assert_eq!(
+        holder.try_refresh(credential()),
+        RefreshAdmission::Skipped,
+        "the token held is not spent during the pause"
+    );
+    let call = holder.admit(credential(), ClientIdentity::Anonymous).await;
+    assert!(
+        matches!(call, Admission::Refused { .. }),
+        "no call during the pause: {call:?}"
+    );
+    assert_eq!(holder.snapshot()[0].tokens, 1, "still held");
 }
 
 /// Counts the shared tier's warnings.

@@ -10,14 +10,15 @@
 //!
 //! A pause is a key with `PX` beside the bucket (one hash slot): the lease
 //! script answers "paused" while it lives, so no replica is given a token
-//! until it ends, whether or not it heard of the `429`.
+//! until it ends, whether or not it heard of the `429`; and a notice, so
+//! replicas stop spending the tokens they hold already.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
 
-use super::{SharedError, SharedTier};
+use super::{Notice, SharedError, SharedTier};
 
 /// Leases up to ARGV[3] tokens from the bucket KEYS[1] (TAT, µs) of
 /// ARGV[1] µs per token holding at most ARGV[2], unless KEYS[2] (a pause)
@@ -127,15 +128,23 @@ impl SharedTier {
     }
 
     /// Pauses `credential` for every replica for `pause` (an upstream
-    /// `429`), unless it is paused longer already; bounded by `shared.timeout`.
+    /// `429`), unless it is paused longer already: the key every lease
+    /// checks, then a notice for the tokens replicas hold already. Each
+    /// operation bounded by `shared.timeout`.
     pub async fn pause_budget(&self, credential: &str, pause: Duration) -> Result<(), SharedError> {
-        let ms = pause.as_millis().max(1);
+        let left_ms = u64::try_from(pause.as_millis().max(1)).unwrap_or(u64::MAX);
         let (_, key) = self.names.budget(credential);
         let mut invocation = PAUSE.prepare_invoke();
-        invocation
-            .key(key)
-            .arg(u64::try_from(ms).unwrap_or(u64::MAX));
-        self.link.invoke::<i64>(&invocation).await.map(|_| ())
+        invocation.key(key).arg(left_ms);
+        if self.link.invoke::<i64>(&invocation).await? == 1 {
+            let credential = credential.to_owned();
+            self.publish(&Notice::BudgetPaused {
+                credential,
+                left_ms,
+            })
+            .await;
+        }
+        Ok(())
     }
 }
 
