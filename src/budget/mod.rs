@@ -56,7 +56,10 @@
 //! few per round trip outside it (`lease`: how many, and the fall back to
 //! pacing alone at the full `rate` while Redis gives no answer, warned
 //! about with the shared tier's other faults). A pause is a key in Redis
-//! that every lease checks (`shared`, which says why not a notice).
+//! that every lease checks, and a notice that stops the tokens replicas
+//! hold already (`shared` says why both). The composition root builds
+//! [`Budgets::sharing`] with `Cache::shared_tier` and runs
+//! [`Budgets::follow_shared_pauses`] beside the cache's tasks.
 
 mod bucket;
 mod decision;
