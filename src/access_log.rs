@@ -29,6 +29,8 @@ pub(crate) struct Outcome {
     /// A request that joined another's upstream exchange: the trace of the
     /// request that started it, when that had one.
     pub(crate) leader_trace: Option<TraceId>,
+    /// How long its upstream call waited for a turn in the budget, when it waited.
+    pub(crate) budget_wait: Option<Duration>,
 }
 
 impl Outcome {
@@ -39,6 +41,7 @@ impl Outcome {
             cache: None,
             upstream: None,
             leader_trace: None,
+            budget_wait: None,
         }
     }
 
@@ -49,6 +52,7 @@ impl Outcome {
             cache: None,
             upstream: None,
             leader_trace: None,
+            budget_wait: None,
         }
     }
 
@@ -71,6 +75,8 @@ pub(crate) struct Answered {
     pub(crate) upstream: Option<Duration>,
     /// The trace of the request whose upstream exchange this one joined.
     pub(crate) leader_trace: Option<TraceId>,
+    /// How long its upstream call waited for a turn in the budget.
+    pub(crate) budget_wait: Option<Duration>,
     /// The error code answered, if the proxy answered with an error.
     pub(crate) error: Option<&'static str>,
     pub(crate) latency: Duration,
@@ -147,6 +153,7 @@ impl AccessRecord {
             error = answered.error.unwrap_or(""),
             latency_ms = millis(answered.latency),
             upstream_ms = answered.upstream.map(millis),
+            budget_wait_ms = answered.budget_wait.map(millis),
             "request"
         );
     }

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::body::ResponseBody;
+use crate::budget::Budgets;
 use crate::cache::Cache;
 use crate::cache::Purged;
 use crate::domain::{ConversationId, Fingerprint};
@@ -28,16 +29,24 @@ pub struct AdminState {
     metrics: Arc<Metrics>,
     /// `admin.token_sha256` is read from here, so a reload can change it.
     live: Arc<LiveSettings>,
+    /// The upstream budgets, shown (by fingerprint prefix) in `/admin/stats`.
+    budgets: Arc<Budgets>,
 }
 
 impl AdminState {
     /// Admin routes over the proxy's cache and metrics, guarded by the live
     /// settings' `admin.token_sha256`.
-    pub fn new(cache: Arc<Cache>, metrics: Arc<Metrics>, live: Arc<LiveSettings>) -> AdminState {
+    pub fn new(
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
+        live: Arc<LiveSettings>,
+        budgets: Arc<Budgets>,
+    ) -> AdminState {
         AdminState {
             cache,
             metrics,
             live,
+            budgets,
         }
     }
 }
@@ -169,6 +178,7 @@ async fn stats(state: &AdminState) -> serde_json::Value {
         "upstream_errors": totals.upstream_errors,
         "uptime_seconds": totals.uptime.as_secs(),
         "shared_tier": shared,
+        "budgets": state.budgets.snapshot(),
     })
 }
 

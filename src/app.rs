@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminState;
+use crate::budget::{BudgetMetrics, Budgets};
 use crate::cache::{Cache, CacheTasks, SnapshotError};
 use crate::config::Settings;
 use crate::live;
@@ -29,6 +30,7 @@ use crate::passthrough::{BodyLimits, PassThrough};
 use crate::reload::Reloader;
 use crate::server::tls::CertResolver;
 use crate::server::{Drain, Transport};
+use crate::spending;
 use crate::state::AppState;
 use crate::summary;
 use crate::telemetry::LogLevel;
@@ -36,6 +38,8 @@ use crate::upstream::Upstream;
 
 /// Connections the admin listener holds at once.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// How often budgets nobody uses are dropped.
+const BUDGET_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A bound, not yet running proxy.
 pub struct App {
@@ -82,6 +86,7 @@ impl App {
     pub fn reloader(&self, log_level: Option<LogLevel>) -> Reloader {
         Reloader::new(
             Arc::clone(&self.state.live),
+            Arc::clone(&self.state.budgets),
             self.settings.clone(),
             self.tls.clone(),
             log_level,
@@ -127,6 +132,7 @@ impl App {
                 Arc::clone(&state.cache),
                 Arc::clone(&state.metrics),
                 Arc::clone(&state.live),
+                Arc::clone(&state.budgets),
             );
             transport.serve(admin_listener, Arc::new(admin), ADMIN_MAX_CONNECTIONS, None);
         }
@@ -156,11 +162,17 @@ fn state(settings: &Settings) -> (AppState, CacheTasks) {
         Arc::clone(&metrics),
     );
     let upstream = Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics)));
+    let budget_metrics = metrics.register_with(BudgetMetrics::register);
+    let budgets = Arc::new(Budgets::new(
+        settings.upstream.budget,
+        Arc::new(budget_metrics),
+    ));
     let body_limits = BodyLimits::from(&settings.server);
     let state = AppState {
         live: Arc::new(live::hold(settings)),
-        passthrough: PassThrough::new(Arc::clone(&upstream), body_limits),
+        passthrough: PassThrough::new(Arc::clone(&upstream), Arc::clone(&budgets), body_limits),
         upstream,
+        budgets,
         cache: Arc::new(cache),
         metrics,
     };
@@ -168,8 +180,8 @@ fn state(settings: &Settings) -> (AppState, CacheTasks) {
 }
 
 /// The tasks that run beside the listeners, on the runtime that runs
-/// [`App::run`] (the control runtime, never a worker's): the cache's own work
-/// and the summary. Dropping this aborts them (as tokio's mini-redis does
+/// [`App::run`] (the control runtime, never a worker's): the cache's own work,
+/// the budgets' sweep and the summary. Dropping this aborts them (as tokio's mini-redis does
 /// with its `DbDropGuard`), so none outlives the proxy.
 struct BackgroundTasks {
     stop: watch::Sender<bool>,
@@ -186,6 +198,9 @@ impl BackgroundTasks {
                 (name, tokio::spawn(task))
             })
             .collect();
+        let budgets = Arc::clone(&state.budgets);
+        let sweep = spending::sweep_budgets(budgets, BUDGET_SWEEP_EVERY, stopped.clone());
+        running.push(("budget sweep", tokio::spawn(sweep)));
         if let Some(interval) = settings.log.summary_interval {
             let (metrics, cache) = (Arc::clone(&state.metrics), Arc::clone(&state.cache));
             let summary = tokio::spawn(summary::run(metrics, cache, interval, stopped));

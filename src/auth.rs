@@ -15,12 +15,58 @@ use crate::config::{Secret, Settings};
 use crate::domain::{Fingerprint, Partition};
 use crate::error::ProxyError;
 
-/// What a request carries upstream and which partition it belongs to.
+/// What a request carries upstream, which partition it belongs to, and who sent it.
 #[derive(Debug, Clone)]
 pub struct Credential {
     /// The `Authorization` value to send upstream, if any (marked sensitive).
     pub upstream: Option<HeaderValue>,
     pub partition: Partition,
+    /// The client, for the upstream budget's turns.
+    pub caller: Caller,
+}
+
+/// Who sent a request, for the upstream budget's turns (SPEC section 12):
+/// the client's own token, whichever credential travels.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No token.
+    Anonymous,
+    /// The fingerprint of its token: its pass-through credential, or the
+    /// bearer token checked against `auth.client_tokens_sha256`.
+    Token(Fingerprint),
+    /// A token nobody checked (anonymous clients allowed with the proxy's
+    /// key), marked sensitive: hashed only when an upstream call needs it.
+    Unchecked(HeaderValue),
+}
+
+impl Credential {
+    /// The fingerprint of the `Authorization` sent upstream (none without
+    /// one): whose quota an upstream call for this request spends. Hashed
+    /// here, on the call's path, so a HIT never pays for it.
+    pub fn upstream_fingerprint(&self) -> Option<Fingerprint> {
+        match (self.partition, &self.upstream) {
+            (Partition::Key(fingerprint), _) => Some(fingerprint),
+            (_, sent) => sent.as_ref().map(|sent| Fingerprint::of(sent.as_bytes())),
+        }
+    }
+
+    /// The fingerprint of the client's own token (none: anonymous): whose
+    /// turn this request's upstream call takes.
+    pub fn client_fingerprint(&self) -> Option<Fingerprint> {
+        match &self.caller {
+            Caller::Anonymous => None,
+            Caller::Token(fingerprint) => Some(*fingerprint),
+            Caller::Unchecked(value) => Some(token_fingerprint(value)),
+        }
+    }
+}
+
+/// The fingerprint of a bearer token, or of the whole value when it is not one.
+fn token_fingerprint(authorization: &HeaderValue) -> Fingerprint {
+    match <Authorization<Bearer> as headers::Header>::decode(&mut std::iter::once(authorization)) {
+        Ok(bearer) => Fingerprint::of(bearer.token().as_bytes()),
+        Err(_) => Fingerprint::of(authorization.as_bytes()),
+    }
 }
 
 /// Decides each request's credential, by the configured mode.
@@ -61,13 +107,16 @@ impl Authenticator {
                 None => Credential {
                     upstream: None,
                     partition: Partition::Anonymous,
+                    caller: Caller::Anonymous,
                 },
                 Some(value) => {
                     let mut value = value.clone();
                     value.set_sensitive(true);
+                    let fingerprint = Fingerprint::of(value.as_bytes());
                     Credential {
-                        partition: Partition::Key(Fingerprint::of(value.as_bytes())),
+                        partition: Partition::Key(fingerprint),
                         upstream: Some(value),
+                        caller: Caller::Token(fingerprint),
                     }
                 }
             }),
@@ -76,23 +125,43 @@ impl Authenticator {
                 client_tokens,
                 allow_anonymous,
             } => {
-                if !allow_anonymous && !token_is_known(headers, client_tokens) {
-                    return Err(ProxyError::Unauthenticated);
-                }
+                let caller = if *allow_anonymous {
+                    unchecked(presented)
+                } else {
+                    match bearer_fingerprint(headers) {
+                        Some(token) if client_tokens.contains(&token.digest()) => {
+                            Caller::Token(token)
+                        }
+                        _ => return Err(ProxyError::Unauthenticated),
+                    }
+                };
                 Ok(Credential {
                     upstream: Some(key.header_value().clone()),
                     partition: Partition::Shared,
+                    caller,
                 })
             }
         }
     }
 }
 
-fn token_is_known(headers: &HeaderMap, client_tokens: &HashSet<[u8; 32]>) -> bool {
+/// The fingerprint of the request's bearer token, if it has one.
+fn bearer_fingerprint(headers: &HeaderMap) -> Option<Fingerprint> {
     headers
         .typed_get::<Authorization<Bearer>>()
-        .map(|bearer| client_tokens.contains(&Fingerprint::of(bearer.token().as_bytes()).digest()))
-        .unwrap_or(false)
+        .map(|bearer| Fingerprint::of(bearer.token().as_bytes()))
+}
+
+/// An unchecked client's identity: its token, hashed later, or anonymous.
+fn unchecked(presented: Option<&HeaderValue>) -> Caller {
+    match presented {
+        Some(value) => {
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            Caller::Unchecked(value)
+        }
+        None => Caller::Anonymous,
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +221,39 @@ mod tests {
             let error = auth.credential(&headers(refused)).unwrap_err();
             assert_eq!(error, ProxyError::Unauthenticated);
         }
+    }
+
+    #[test]
+    fn calls_spend_the_sent_keys_quota_and_take_the_clients_own_turn() {
+        let pass = Authenticator::PassThrough;
+        let a = pass.credential(&headers(&["Bearer a"])).unwrap();
+        let a_key = Some(Fingerprint::of(b"Bearer a"));
+        assert_eq!(
+            (a.upstream_fingerprint(), a.client_fingerprint()),
+            (a_key, a_key)
+        );
+        let none = pass.credential(&headers(&[])).unwrap();
+        assert_eq!(
+            (none.upstream_fingerprint(), none.client_fingerprint()),
+            (None, None)
+        );
+
+        let proxy = Some(Fingerprint::of(b"Bearer sk_proxy"));
+        let token = |t: &str| Some(Fingerprint::of(t.as_bytes()));
+        for allow_anonymous in [false, true] {
+            let auth = proxy_key(&["client-1", "client-2"], allow_anonymous);
+            let one = auth.credential(&headers(&["Bearer client-1"])).unwrap();
+            let two = auth.credential(&headers(&["Bearer client-2"])).unwrap();
+            assert_eq!(one.upstream_fingerprint(), proxy);
+            assert_eq!(two.upstream_fingerprint(), proxy);
+            assert_eq!(one.client_fingerprint(), token("client-1"));
+            assert_eq!(two.client_fingerprint(), token("client-2"));
+        }
+        let open = proxy_key(&[], true);
+        let anonymous = open.credential(&headers(&[])).unwrap();
+        assert_eq!(anonymous.client_fingerprint(), None);
+        let unknown = open.credential(&headers(&["Bearer someone"])).unwrap();
+        assert_eq!(unknown.client_fingerprint(), token("someone"));
     }
 
     #[test]

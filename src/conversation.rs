@@ -1,7 +1,6 @@
 //! The cached route, `GET`/`HEAD /v1/conversations/{id}`: key, lookup, shared fetch, response.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -10,19 +9,22 @@ use hyper::body::Incoming;
 use crate::access_log::Outcome;
 use crate::auth::Credential;
 use crate::body::ResponseBody;
+use crate::budget::ExhaustedOutcome;
 use crate::cache::coalescing::Role;
 use crate::cache::encoding::{negotiate, Encoding};
 use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey};
 use crate::cache::representation::not_modified;
 use crate::cache::status::{CacheResult, CacheStatus};
-use crate::cache::{Failure, FetchError, FetchOutcome, Fetched, StarterTrace};
+use crate::cache::{Failure, FetchError, FetchOutcome, Fetched, Found, StarterTrace};
+use crate::conversation_fetch::{upstream_fetch, CallParts};
 use crate::domain::ConversationId;
 use crate::error::ProxyError;
 use crate::live::Live;
+use crate::spending::{self, CallFor, WaitNote};
 use crate::state::AppState;
-use crate::trace_context::{RequestIds, UpstreamIds};
-use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
+use crate::trace_context::RequestIds;
+use crate::upstream::UpstreamError;
 
 /// Answers a conversation read from the cache, or from one shared upstream
 /// fetch; returns the answer with what the cache and the upstream did. An
@@ -43,11 +45,8 @@ pub(crate) async fn serve(
                 detail: Some(reason.as_str()),
                 ..CacheStatus::new(CacheResult::Bypass)
             };
-            let forwarded = state
-                .passthrough
-                .forward(live, request, &credential, ids)
-                .await;
-            return forwarded.with_cache(bypass);
+            let forward = state.passthrough.forward(live, request, &credential, ids);
+            return Box::pin(forward).await.with_cache(bypass);
         }
     };
     // The body of a read is never used; the headers pick the representation.
@@ -62,34 +61,41 @@ pub(crate) async fn serve(
         flags,
     };
     let rules = &live.cache;
-    if let Some(entry) = state.cache.lookup(&key).await {
+    if let Some(Found { entry, now }) = state.cache.lookup(&key).await {
         if client.wants_compression() {
             state.cache.precompress(&key, &entry, rules);
         }
-        let refreshing = rules.wants_refresh(&entry, Instant::now()) && {
-            let (fetch, starter) = call_for(state, live, &key, &credential, ids, &request.headers);
+        let refreshing = rules.wants_refresh(&entry, now) && {
+            let call = CallFor::Refresh;
+            let (fetch, starter, _) = call_for(state, live, &key, &credential, ids, &request, call);
             state.cache.refresh(key.clone(), starter, fetch, rules)
         };
-        return hit(&entry, &client, refreshing);
+        return hit(&entry, &client, refreshing, now);
     }
-    let (fetch, starter) = call_for(state, live, &key, &credential, ids, &request.headers);
+    let call = CallFor::Client;
+    let (fetch, starter, note) = call_for(state, live, &key, &credential, ids, &request, call);
     let waiting = state.metrics.fetch_waiting();
-    let fetched = state.cache.fetch(key.clone(), starter, fetch, rules).await;
+    // Boxed, like every upstream exchange on the request path: held inline,
+    // its few KB of state would be part of every HIT's future, which the
+    // server moves (copies) for each request.
+    let fetched = Box::pin(state.cache.fetch(key.clone(), starter, fetch, rules)).await;
     drop(waiting);
     let Ok((outcome, role)) = fetched else {
         return Outcome::failed(ProxyError::Internal);
     };
-    missed(state, outcome, role, &client)
+    missed(state, (outcome, note), role, &client)
 }
 
 /// What a MISS gets from the fetch it started or joined; one that joined
-/// learns the trace of the request that started it.
+/// learns the trace of the request that started it. The one that started
+/// it logs how long its call waited for a turn in the budget (`note`).
 fn missed(
     state: &AppState,
-    outcome: FetchOutcome,
+    (outcome, note): (FetchOutcome, Option<WaitNote>),
     role: Role<StarterTrace>,
     client: &Client<'_>,
 ) -> Outcome {
+    let refused = got_no_turn(&outcome) && matches!(role, Role::Leader);
     let leader_trace = match role {
         Role::Leader => None,
         Role::Collapsed { leader } => {
@@ -101,37 +107,72 @@ fn missed(
         collapsed: matches!(role, Role::Collapsed { .. }),
         ..CacheStatus::new(CacheResult::Miss)
     };
+    let answered = fetched_outcome(outcome, client, status);
+    // One refused call, counted once: by the request that made it.
+    if refused {
+        let stood_in = answered
+            .cache
+            .is_some_and(|c| c.result == CacheResult::Stale);
+        state.budgets.exhausted(if stood_in {
+            ExhaustedOutcome::Stale
+        } else {
+            ExhaustedOutcome::Rejected
+        });
+    }
     Outcome {
         leader_trace,
-        ..fetched_outcome(outcome, client, status)
+        budget_wait: note.as_ref().and_then(spending::waited),
+        ..answered
     }
 }
 
-/// An upstream call for `key` made for this request: the fetch, carrying
-/// the request's ids (`headers` are its own), and its trace, which the
-/// requests that join the call are told.
+/// The fetch never went out: the upstream budget gave it no turn.
+fn got_no_turn(outcome: &FetchOutcome) -> bool {
+    let error = match outcome {
+        FetchOutcome::Failed(error)
+        | FetchOutcome::Stale {
+            failure: Failure::Error(error),
+            ..
+        } => error,
+        _ => return false,
+    };
+    matches!(error, FetchError::NoTurn { .. })
+}
+
+/// An upstream call for `key` made for this request (`call`: who it is
+/// for): the fetch, carrying the request's ids (`request` has its own
+/// headers); its trace, which the requests that join the call are told;
+/// and for a client's call, where it notes how long it waited for its turn.
 fn call_for(
     state: &AppState,
     live: &Live,
     key: &CacheKey,
     credential: &Credential,
     ids: &RequestIds,
-    headers: &HeaderMap,
+    request: &http::request::Parts,
+    call: CallFor,
 ) -> (
     impl Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     StarterTrace,
+    Option<WaitNote>,
 ) {
-    let carried = ids.upstream(headers);
-    let fetch = upstream_fetch(&state.upstream, key, credential, carried, live);
-    (fetch, ids.trace.map(|trace| trace.trace()))
+    let note = (call == CallFor::Client).then(WaitNote::default);
+    let carried = ids.upstream(&request.headers);
+    let parts = CallParts {
+        upstream: &state.upstream,
+        budgets: &state.budgets,
+        live,
+    };
+    let fetch = upstream_fetch(parts, key, credential, carried, call, note.clone());
+    (fetch, ids.trace.map(|trace| trace.trace()), note)
 }
 
 /// What a request that waited for a fetch gets from its outcome.
 fn fetched_outcome(outcome: FetchOutcome, client: &Client<'_>, status: CacheStatus) -> Outcome {
     match outcome {
-        FetchOutcome::Cached(entry) => hit(&entry, client, false),
+        FetchOutcome::Cached(entry) => hit(&entry, client, false, Instant::now()),
         FetchOutcome::Shared(entry) => {
-            let shared = hit(&entry, client, false);
+            let shared = hit(&entry, client, false, Instant::now());
             let cache = shared.cache.map(|hit| CacheStatus {
                 detail: Some("shared"),
                 collapsed: status.collapsed,
@@ -261,59 +302,6 @@ fn not_modified_response(etag: &HeaderValue) -> Response<ResponseBody> {
     response
 }
 
-/// The upstream call for `key` (lazy: nothing happens until it is polled),
-/// holding the credential only until it is made, carrying the `ids` of the
-/// request it is made for, in the cache's terms.
-fn upstream_fetch(
-    upstream: &Arc<Upstream>,
-    key: &CacheKey,
-    credential: &Credential,
-    ids: UpstreamIds,
-    live: &Live,
-) -> impl Future<Output = Result<Fetched, FetchError>> + Send + 'static {
-    let upstream = Arc::clone(upstream);
-    let (id, flags) = (key.id.clone(), key.flags);
-    let authorization = credential.upstream.clone();
-    let timeout = live.upstream_timeout;
-    async move {
-        upstream
-            .get_conversation(&id, flags, authorization.as_ref(), &ids, timeout)
-            .await
-            .map(fetched)
-            .map_err(fetch_error)
-    }
-}
-
-/// The client's answer as the cache takes it (moved, not copied).
-fn fetched(response: UpstreamResponse) -> Fetched {
-    Fetched {
-        status: response.status,
-        headers: response.headers,
-        body: response.body,
-        received_at: response.received_at,
-        received_instant: response.received_instant,
-        elapsed: response.elapsed,
-    }
-}
-
-fn fetch_error(error: UpstreamError) -> FetchError {
-    match error {
-        UpstreamError::Unavailable => FetchError::Unavailable,
-        UpstreamError::Timeout => FetchError::Timeout,
-        UpstreamError::TooLarge => FetchError::TooLarge,
-        UpstreamError::BadResponse => FetchError::BadResponse,
-    }
-}
-
-fn upstream_error(error: FetchError) -> UpstreamError {
-    match error {
-        FetchError::Unavailable => UpstreamError::Unavailable,
-        FetchError::Timeout => UpstreamError::Timeout,
-        FetchError::TooLarge => UpstreamError::TooLarge,
-        FetchError::BadResponse => UpstreamError::BadResponse,
-    }
-}
-
 /// A fetched answer as the client gets it: status, headers and body as received.
 fn as_response(fetched: &Fetched) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::from(fetched.body.clone()));
@@ -323,8 +311,7 @@ fn as_response(fetched: &Fetched) -> Response<ResponseBody> {
 }
 
 /// A HIT, built from the entry's prebuilt parts plus `age`.
-fn hit(entry: &CachedResponse, client: &Client<'_>, refreshing: bool) -> Outcome {
-    let now = Instant::now();
+fn hit(entry: &CachedResponse, client: &Client<'_>, refreshing: bool, now: Instant) -> Outcome {
     let status = CacheStatus {
         ttl: Some(entry.time_to_live(now).as_secs()),
         refreshing,
@@ -354,23 +341,45 @@ fn stale(
             }
         };
     }
+    let detail = match failure {
+        Failure::Error(FetchError::NoTurn { .. }) => NO_TURN,
+        _ => "stale-if-error",
+    };
     let standing_in = CacheStatus {
         result: CacheResult::Stale,
         fwd_status,
-        detail: Some("stale-if-error"),
+        detail: Some(detail),
         ..status
     };
     Outcome::answered(client.response(entry, now)).with_cache(standing_in)
 }
 
-/// The upstream's fault as the client's error, with what the cache did.
+/// The `cache-status` detail of a call the upstream budget gave no turn.
+const NO_TURN: &str = "budget";
+
+/// The upstream's fault (or the budget's refusal) as the client's error,
+/// with what the cache did.
 fn failed(error: FetchError, status: CacheStatus) -> Outcome {
-    let error = upstream_error(error);
+    let (error, detail) = proxy_error(error);
     let status = CacheStatus {
-        detail: Some(error.as_str()),
+        detail: Some(detail),
         ..status
     };
-    Outcome::failed(error.into()).with_cache(status)
+    Outcome::failed(error).with_cache(status)
+}
+
+/// The client's error for a failed fetch, and the `cache-status` detail.
+fn proxy_error(error: FetchError) -> (ProxyError, &'static str) {
+    let upstream = match error {
+        FetchError::NoTurn { retry_after_secs } => {
+            return (ProxyError::BudgetExhausted { retry_after_secs }, NO_TURN);
+        }
+        FetchError::Unavailable => UpstreamError::Unavailable,
+        FetchError::Timeout => UpstreamError::Timeout,
+        FetchError::TooLarge => UpstreamError::TooLarge,
+        FetchError::BadResponse => UpstreamError::BadResponse,
+    };
+    (upstream.into(), upstream.as_str())
 }
 
 /// `status` with the upstream's status noted when it is not a 200.

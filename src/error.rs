@@ -59,6 +59,11 @@ pub enum ProxyError {
     /// The upstream exchange failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The upstream budget gave the call no turn within `max_wait` (or the
+    /// upstream's `429` paused its credential): whole seconds until a turn
+    /// could come, sent as `retry-after`.
+    #[error("upstream budget exhausted")]
+    BudgetExhausted { retry_after_secs: u64 },
     /// A bug or an unexpected failure inside the proxy.
     #[error("internal error")]
     Internal,
@@ -184,6 +189,13 @@ impl ProxyError {
                 "upstream_bad_response",
                 "The Ayra API answered with a response that could not be read",
             ),
+            E::BudgetExhausted { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "upstream_budget_exhausted",
+                "The proxy's budget of upstream calls for this API key has no turn for this \
+                 request now; retry after the seconds in retry-after",
+            ),
             E::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
@@ -209,10 +221,16 @@ impl ProxyError {
         self.shape().code
     }
 
-    /// The response: the status and `{"error": {"type", "message", "code"}}`.
+    /// The response: the status and `{"error": {"type", "message", "code"}}`,
+    /// with `retry-after` when there is a time to retry after.
     pub fn into_response(self) -> Response<ResponseBody> {
         let shape = self.shape();
-        error_response(shape.status, shape.kind, shape.code, shape.message)
+        let mut response = error_response(shape.status, shape.kind, shape.code, shape.message);
+        if let ProxyError::BudgetExhausted { retry_after_secs } = self {
+            let seconds = HeaderValue::from(retry_after_secs.max(1));
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
+        response
     }
 }
 
@@ -249,6 +267,27 @@ mod tests {
         assert_eq!(json["error"]["type"], "invalid_request_error");
         assert_eq!(json["error"]["code"], "invalid_conversation_id");
         assert!(json["error"]["message"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_budget_refusal_is_a_429_with_whole_seconds_to_retry_after() {
+        let response = ProxyError::BudgetExhausted {
+            retry_after_secs: 3,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["type"], "rate_limit_error");
+        assert_eq!(json["error"]["code"], "upstream_budget_exhausted");
+        let never_zero = ProxyError::BudgetExhausted {
+            retry_after_secs: 0,
+        };
+        assert_eq!(
+            never_zero.into_response().headers()[header::RETRY_AFTER],
+            "1"
+        );
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
         cache: outcome.cache,
         upstream: outcome.upstream,
         leader_trace: outcome.leader_trace,
+        budget_wait: outcome.budget_wait,
         error,
         latency,
     });
@@ -122,10 +123,8 @@ async fn conversation_route(
         Ok(conversation::serve(state, live, request, id, credential, ids).await)
     } else {
         refuse_unforwardable_method(request.method())?;
-        let forwarded = state
-            .passthrough
-            .forward(live, request, &credential, ids)
-            .await;
+        // Boxed: see `conversation::serve`.
+        let forwarded = Box::pin(state.passthrough.forward(live, request, &credential, ids)).await;
         Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
     }
 }
@@ -141,10 +140,8 @@ async fn pass_through_route(
     refuse_unforwardable_method(request.method())?;
     let credential = live.auth.credential(request.headers())?;
     route::check_forwardable(path)?;
-    let forwarded = state
-        .passthrough
-        .forward(live, request, &credential, ids)
-        .await;
+    // Boxed: see `conversation::serve`.
+    let forwarded = Box::pin(state.passthrough.forward(live, request, &credential, ids)).await;
     Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
 }
 

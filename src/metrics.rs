@@ -267,6 +267,11 @@ impl Metrics {
         );
     }
 
+    /// Lets a part register series of its own kinds (collectors included).
+    pub fn register_with<T>(&self, register: impl FnOnce(&mut Registry) -> T) -> T {
+        register(&mut self.registry())
+    }
+
     /// Adds a part's own series to what is exported.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
         self.registry().register(name, help, metric);

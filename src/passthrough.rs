@@ -9,9 +9,14 @@
 //! The body is read whole, under [`BodyLimits`], before an upstream slot is
 //! taken: a client trickling its body holds only its own connection, and an
 //! unreadable body is the client's 4xx, never an upstream exchange.
+//!
+//! Then the call takes its turn in its credential's budget (SPEC section
+//! 12): one that gets none within `max_wait` is answered `429`
+//! `upstream_budget_exhausted` without calling upstream, and an upstream
+//! `429` pauses the credential (and reaches the client as received).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, Request};
@@ -20,12 +25,14 @@ use hyper::body::{Body, Incoming};
 
 use crate::access_log::Outcome;
 use crate::auth::Credential;
+use crate::budget::{Budgets, ExhaustedOutcome};
 use crate::config::ServerSettings;
 use crate::error::{ClientError, ProxyError};
 use crate::hop_by_hop;
 use crate::live::Live;
+use crate::spending::{Refused, Spender};
 use crate::trace_context::RequestIds;
-use crate::upstream::{Upstream, UpstreamResponse};
+use crate::upstream::{Upstream, UpstreamBody};
 
 /// The bounds on reading a forwarded request's body.
 #[derive(Debug, Clone, Copy)]
@@ -45,23 +52,30 @@ impl From<&ServerSettings> for BodyLimits {
     }
 }
 
-/// The pass-through route: the upstream client, and the bounds on reading
-/// a forwarded body.
+/// The pass-through route: the upstream client, the budgets its calls
+/// spend, and the bounds on reading a forwarded body.
 pub struct PassThrough {
     upstream: Arc<Upstream>,
+    budgets: Arc<Budgets>,
     body_limits: BodyLimits,
 }
 
 impl PassThrough {
-    pub fn new(upstream: Arc<Upstream>, body_limits: BodyLimits) -> PassThrough {
+    pub fn new(
+        upstream: Arc<Upstream>,
+        budgets: Arc<Budgets>,
+        body_limits: BodyLimits,
+    ) -> PassThrough {
         PassThrough {
             upstream,
+            budgets,
             body_limits,
         }
     }
 
-    /// Forwards `request`, carrying its `ids`, and answers with whatever the
-    /// upstream said, and how long it took. Never cached.
+    /// Forwards `request`, carrying its `ids`, once its turn in the budget
+    /// comes, and answers with whatever the upstream said, and how long it
+    /// took (and waited). Never cached.
     pub(crate) async fn forward(
         &self,
         live: &Live,
@@ -69,23 +83,41 @@ impl PassThrough {
         credential: &Credential,
         ids: &RequestIds,
     ) -> Outcome {
-        match self.exchange(live, request, credential, ids).await {
-            Ok(response) => Outcome {
-                upstream: Some(response.elapsed),
-                ..Outcome::answered(response.to_response())
+        let outgoing = match self.outgoing(request, credential, ids).await {
+            Ok(outgoing) => outgoing,
+            Err(error) => return Outcome::failed(error),
+        };
+        let spender = Spender::for_request(&self.budgets, credential);
+        let turn = spender.client_turn().await;
+        let answered = match turn.go {
+            Err(Refused { retry_after_secs }) => {
+                self.budgets.exhausted(ExhaustedOutcome::Rejected);
+                Outcome::failed(ProxyError::BudgetExhausted { retry_after_secs })
+            }
+            Ok(()) => match self.upstream.send(outgoing, live.upstream_timeout).await {
+                Ok(response) => {
+                    spender.answered(response.status, &response.headers, SystemTime::now());
+                    Outcome {
+                        upstream: Some(response.elapsed),
+                        ..Outcome::answered(response.to_response())
+                    }
+                }
+                Err(error) => Outcome::failed(error.into()),
             },
-            Err(error) => Outcome::failed(error),
+        };
+        Outcome {
+            budget_wait: turn.wait(),
+            ..answered
         }
     }
 
-    /// The upstream's whole answer to the forwarded request.
-    async fn exchange(
+    /// The request to send upstream, its body read whole.
+    async fn outgoing(
         &self,
-        live: &Live,
         request: Request<Incoming>,
         credential: &Credential,
         ids: &RequestIds,
-    ) -> Result<UpstreamResponse, ProxyError> {
+    ) -> Result<Request<UpstreamBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let body = read_body(body, self.body_limits).await?;
         let path_and_query = parts
@@ -108,7 +140,7 @@ impl PassThrough {
         *outgoing.method_mut() = parts.method;
         *outgoing.uri_mut() = uri.parse().map_err(|_| ProxyError::InvalidPath)?;
         *outgoing.headers_mut() = parts.headers;
-        Ok(self.upstream.send(outgoing, live.upstream_timeout).await?)
+        Ok(outgoing)
     }
 }
 

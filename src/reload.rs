@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::budget::Budgets;
 use crate::cache::lifetime_cap;
 use crate::config::Settings;
 use crate::live::{Live, LiveSettings};
@@ -12,6 +13,8 @@ use crate::telemetry::LogLevel;
 /// Applies new settings to a running proxy.
 pub struct Reloader {
     live: Arc<LiveSettings>,
+    /// `[upstream.budget]` applies to them at once.
+    budgets: Arc<Budgets>,
     /// The settings the proxy started with: keys that need a restart keep these.
     started: Settings,
     tls: Option<Arc<CertResolver>>,
@@ -30,12 +33,14 @@ pub struct ReloadReport {
 impl Reloader {
     pub(crate) fn new(
         live: Arc<LiveSettings>,
+        budgets: Arc<Budgets>,
         started: Settings,
         tls: Option<Arc<CertResolver>>,
         log_level: Option<LogLevel>,
     ) -> Reloader {
         Reloader {
             live,
+            budgets,
             started,
             tls,
             log_level,
@@ -43,10 +48,11 @@ impl Reloader {
     }
 
     /// Applies `new` (already validated, its certificate pair parsed): the
-    /// live settings are swapped in one step, the certificate and log level
-    /// follow.
+    /// live settings are swapped in one step, the budgets' pace, the
+    /// certificate and log level follow.
     pub fn apply(&self, new: &Settings) -> ReloadReport {
         self.live.store(Arc::new(Live::from_settings(new)));
+        self.budgets.reconfigure(new.upstream.budget);
         if let (Some(resolver), Some(tls)) = (&self.tls, &new.server.tls) {
             resolver.replace(Arc::clone(&tls.pair));
         }

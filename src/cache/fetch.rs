@@ -47,6 +47,10 @@ pub enum FetchError {
     TooLarge,
     /// The answer could not be read whole.
     BadResponse,
+    /// The call never went out: the upstream budget gave it no turn. For a
+    /// client, whole seconds until one could come (its `retry-after`); a
+    /// skipped refresh's is never shown. Stale may stand in; nothing is stored.
+    NoTurn { retry_after_secs: u64 },
 }
 
 /// What one shared fetch produced, handed to every request that joined it.
@@ -112,6 +116,8 @@ enum RefreshResult {
     NotStored,
     /// The upstream failed.
     Failed,
+    /// The upstream budget had no token to spare: the entry lives out its times.
+    Skipped,
 }
 
 impl RefreshResult {
@@ -120,6 +126,7 @@ impl RefreshResult {
             RefreshResult::Stored => "stored",
             RefreshResult::NotStored => "not_stored",
             RefreshResult::Failed => "error",
+            RefreshResult::Skipped => "skipped",
         }
     }
 }
@@ -194,7 +201,11 @@ impl Fetcher {
             Ok(response) => response,
             Err(error) => {
                 if purpose == Purpose::Refresh {
-                    self.metrics.refresh(RefreshResult::Failed.as_str());
+                    let result = match error {
+                        FetchError::NoTurn { .. } => RefreshResult::Skipped,
+                        _ => RefreshResult::Failed,
+                    };
+                    self.metrics.refresh(result.as_str());
                 }
                 return FetchOutcome::Failed(error);
             }

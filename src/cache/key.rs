@@ -1,5 +1,7 @@
 //! The cache key: credential partition, conversation id and the three include flags.
 
+use std::hash::{Hash, Hasher};
+
 use crate::domain::{ConversationId, Flags, Partition};
 
 /// Why a query on the cached route cannot be read unambiguously.
@@ -54,11 +56,33 @@ fn read_bool(value: &str) -> Option<bool> {
 }
 
 /// Everything that tells two cached answers apart.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
     pub partition: Partition,
     pub id: ConversationId,
     pub flags: Flags,
+}
+
+/// Hashed in three writes: one byte for the partition's kind and the flags,
+/// the credential's fingerprint when there is one, then the id (the only
+/// part of varying length, so last). The derived `Hash` made eight, and
+/// every lookup hashes its key.
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let kind = match self.partition {
+            Partition::Anonymous => 0,
+            Partition::Key(_) => 1,
+            Partition::Shared => 2,
+        };
+        let flags = u8::from(self.flags.transcript)
+            | u8::from(self.flags.recording) << 1
+            | u8::from(self.flags.analytics) << 2;
+        state.write_u8(kind << 3 | flags);
+        if let Partition::Key(fingerprint) = self.partition {
+            state.write(&fingerprint.digest());
+        }
+        state.write(self.id.as_str().as_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +95,56 @@ mod tests {
             transcript: t,
             recording: r,
             analytics: a,
+        }
+    }
+
+    fn hash_of(key: &CacheKey) -> u64 {
+        use std::hash::BuildHasher;
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key)
+    }
+
+    #[test]
+    fn every_part_of_the_key_is_hashed() {
+        let id = |raw| ConversationId::parse(raw).unwrap();
+        let base = CacheKey {
+            partition: Partition::Key(Fingerprint::of(b"Bearer a")),
+            id: id("conv_1"),
+            flags: Flags::default(),
+        };
+        assert_eq!(hash_of(&base), hash_of(&base.clone()));
+        let others = [
+            CacheKey {
+                partition: Partition::Key(Fingerprint::of(b"Bearer b")),
+                ..base.clone()
+            },
+            CacheKey {
+                partition: Partition::Shared,
+                ..base.clone()
+            },
+            CacheKey {
+                partition: Partition::Anonymous,
+                ..base.clone()
+            },
+            CacheKey {
+                id: id("conv_2"),
+                ..base.clone()
+            },
+            CacheKey {
+                flags: flags(false, true, true),
+                ..base.clone()
+            },
+            CacheKey {
+                flags: flags(true, false, true),
+                ..base.clone()
+            },
+            CacheKey {
+                flags: flags(true, true, false),
+                ..base.clone()
+            },
+        ];
+        for other in &others {
+            assert_ne!(hash_of(&base), hash_of(other), "{other:?}");
         }
     }
 

@@ -89,6 +89,14 @@ impl CacheRules {
     }
 }
 
+/// A HIT: the entry, and the instant the lookup found it fresh at. The
+/// answer built from it (its `age`, its `ttl`, whether to refresh it) reads
+/// that same instant, so they agree with the lookup and cost no clock read.
+pub(crate) struct Found {
+    pub(crate) entry: Arc<CachedResponse>,
+    pub(crate) now: Instant,
+}
+
 /// moka's own cap on any entry's life, fixed at start: the longest fresh plus
 /// stale life the settings allow. Each entry's own instants end it earlier.
 pub fn lifetime_cap(settings: &CacheSettings) -> Duration {
@@ -183,14 +191,16 @@ impl Cache {
         self.fetcher.shared.clone()
     }
 
-    /// The fresh entry for `key`, if any (a stale one is not a HIT).
-    pub(crate) async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+    /// The fresh entry for `key`, if any (a stale one is not a HIT), with
+    /// the instant it was found fresh at.
+    pub(crate) async fn lookup(&self, key: &CacheKey) -> Option<Found> {
         let now = self.fetcher.clock.now();
         self.fetcher
             .store
             .get(key, now)
             .await
             .filter(|entry| entry.freshness(now) == Freshness::Fresh)
+            .map(|entry| Found { entry, now })
     }
 
     /// Runs `fetch` once for all concurrent callers with this key, in its own

@@ -9,9 +9,9 @@ use crate::app::{spawn_app, TestApp};
 use crate::cached_route::{header, TOKEN};
 use crate::standin::StandIn;
 
-const ADMIN_TOKEN: &str = "admin-secret-token";
+pub const ADMIN_TOKEN: &str = "admin-secret-token";
 
-async fn admin_app(standin: &StandIn, extra: &[(&str, &str)]) -> TestApp {
+pub async fn admin_app(standin: &StandIn, extra: &[(&str, &str)]) -> TestApp {
     let digest = format!(
         "\"{}\"",
         hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes()))
@@ -24,7 +24,7 @@ async fn admin_app(standin: &StandIn, extra: &[(&str, &str)]) -> TestApp {
     spawn_app(standin, &keys).await
 }
 
-async fn metrics(app: &TestApp) -> String {
+pub async fn metrics(app: &TestApp) -> String {
     let response = app
         .client
         .get(app.admin_url("/metrics"))
@@ -37,7 +37,7 @@ async fn metrics(app: &TestApp) -> String {
 }
 
 /// The value of one series in a metrics text, 0 when absent.
-fn series(text: &str, name_and_labels: &str) -> f64 {
+pub fn series(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
         .map(|value| value.trim().parse().unwrap())

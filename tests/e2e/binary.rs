@@ -60,6 +60,21 @@ fn a_bad_config_exits_2_naming_the_key() {
             vec![],
             "server.worker_threads",
         ),
+        (
+            "[upstream.budget]\nrate = -1\n",
+            vec![],
+            "upstream.budget.rate",
+        ),
+        (
+            "[upstream.budget]\nrate = 5\nburst = 0\n",
+            vec![],
+            "upstream.budget.burst",
+        ),
+        (
+            "[upstream.budget]\nmax_wait = \"1h\"\n",
+            vec![],
+            "upstream.budget.max_wait",
+        ),
     ];
     for (text, env, key) in cases {
         let path = write(&dir, text);

@@ -8,6 +8,8 @@ mod standin;
 
 mod admin;
 mod binary;
+mod budget;
+mod budget_pause;
 mod cached_route;
 mod coalescing;
 mod credentials;

@@ -45,6 +45,32 @@ pub struct Stats {
     pub max_in_flight: u64,
 }
 
+/// When each API key called, from `GET /_standin/calls`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallRecord {
+    /// Each bearer token's calls, oldest first.
+    pub calls: HashMap<String, Vec<Call>>,
+    /// The time of this answer, on the calls' clock.
+    pub now_ms: f64,
+}
+
+/// One API call in the record.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Call {
+    /// Milliseconds since the stand-in started.
+    pub at_ms: f64,
+    /// 429 when a rate-limit knob refused it, else 0.
+    pub limited: u16,
+}
+
+impl CallRecord {
+    /// The call times of `token`, oldest first.
+    pub fn times_of(&self, token: &str) -> Vec<f64> {
+        let calls = self.calls.get(token).map(Vec::as_slice).unwrap_or_default();
+        calls.iter().map(|call| call.at_ms).collect()
+    }
+}
+
 /// One `/v1/` request as the stand-in received it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SeenRequest {
@@ -195,6 +221,31 @@ impl StandIn {
             .json()
             .await
             .expect("stats are JSON")
+    }
+
+    /// Limits every API key to `rate` calls a second, `burst` at once;
+    /// past it the stand-in answers `429` with `retry-after`.
+    pub async fn set_rate_limit(&self, rate: f64, burst: u32) {
+        let url = format!("{}/_standin/rate_limit", self.base_url);
+        let limit = serde_json::json!({"rate": rate, "burst": burst});
+        self.control(self.http.put(url).json(&limit)).await;
+    }
+
+    /// Answers the next `calls` calls of `key` with `429` and this `retry-after`.
+    pub async fn throttle(&self, key: &str, calls: u32, retry_after: &str) {
+        let url = format!("{}/_standin/throttle", self.base_url);
+        let throttle = serde_json::json!({"calls": calls, "retry_after": retry_after, "key": key});
+        self.control(self.http.put(url).json(&throttle)).await;
+    }
+
+    /// When each API key called.
+    pub async fn calls(&self) -> CallRecord {
+        let url = format!("{}/_standin/calls", self.base_url);
+        self.control(self.http.get(url))
+            .await
+            .json()
+            .await
+            .expect("the call record is JSON")
     }
 
     /// How many conversation requests for `id` reached the stand-in.

@@ -98,3 +98,39 @@ async fn standin_faults_reach_the_client_as_errors() {
         assert!(outcome.is_err(), "{fault} should fail the exchange");
     }
 }
+
+#[tokio::test]
+async fn standin_rate_limits_each_key_and_records_when_it_called() {
+    let upstream = StandIn::spawn().await;
+    upstream.set_rate_limit(1.0, 2).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/conversations/conv_limited", upstream.base_url());
+    let call = |key: &'static str| client.get(&url).bearer_auth(key).send();
+    assert_eq!(call("sk_a").await.unwrap().status(), 200);
+    assert_eq!(call("sk_a").await.unwrap().status(), 200);
+    let limited = call("sk_a").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(
+        call("sk_b").await.unwrap().status(),
+        200,
+        "each key its own"
+    );
+    let record = upstream.calls().await;
+    let limited: Vec<u16> = record.calls["sk_a"].iter().map(|c| c.limited).collect();
+    assert_eq!(limited, [0, 0, 429]);
+    assert_eq!(record.times_of("sk_b").len(), 1);
+    assert!(record
+        .times_of("sk_a")
+        .iter()
+        .all(|at| *at <= record.now_ms));
+    upstream.reset().await;
+    assert!(upstream.calls().await.calls.is_empty());
+    assert_eq!(
+        call("sk_a").await.unwrap().status(),
+        200,
+        "reset lifts the limit"
+    );
+}

@@ -1,11 +1,12 @@
-//! The control API under `/_standin/`: knobs, outage, clock, stats and reset (not counted as API traffic).
+//! The control API under `/_standin/`: knobs, outage, rate limits, clock, stats, call record and reset (not counted as API traffic).
 
 use serde::Deserialize;
 
 use crate::clock::MAX_SKEW_MS;
 use crate::knobs::Knobs;
+use crate::rate_limits::{RateLimit, Throttle};
 use crate::request_reader::Request;
-use crate::response::Response;
+use crate::response::{Body, Response};
 use crate::state::State;
 
 /// Body of `PUT /_standin/clock`.
@@ -36,10 +37,31 @@ pub fn respond(state: &State, request: &Request, control_path: &str) -> Response
             state.conversations.set_outage(None);
             Response::empty(204)
         }
+        ("GET", "calls") => Response::json(200, Body::json(&state.rate_limits.record())),
+        ("PUT", "rate_limit") => match RateLimit::from_json(&request.body) {
+            Ok(limit) => {
+                state.rate_limits.set_rate_limit(Some(limit));
+                Response::empty(204)
+            }
+            Err(message) => Response::bad_request(&message),
+        },
+        ("DELETE", "rate_limit") => {
+            state.rate_limits.set_rate_limit(None);
+            Response::empty(204)
+        }
+        ("PUT", "throttle") => match Throttle::from_json(&request.body) {
+            Ok(throttle) => {
+                state.rate_limits.set_throttle(Some(throttle));
+                Response::empty(204)
+            }
+            Err(message) => Response::bad_request(&message),
+        },
         (_, "stats") => method_not_allowed("GET"),
         (_, "reset") => method_not_allowed("POST"),
         (_, "clock") => method_not_allowed("PUT"),
-        (_, "outage") => method_not_allowed("PUT, DELETE"),
+        (_, "outage" | "rate_limit") => method_not_allowed("PUT, DELETE"),
+        (_, "calls") => method_not_allowed("GET"),
+        (_, "throttle") => method_not_allowed("PUT"),
         _ => match conversation_id(control_path) {
             Some(id) => conversation_knobs(state, request, id),
             None => Response::no_route(method, &request.path),

@@ -43,7 +43,7 @@ pub fn respond(state: &State, request: &Request, id: &str, serial: u64) -> Respo
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
-fn bearer_token(request: &Request) -> Option<&str> {
+pub fn bearer_token(request: &Request) -> Option<&str> {
     let (scheme, token) = request.header("authorization")?.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

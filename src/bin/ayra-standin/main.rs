@@ -4,7 +4,8 @@
 //! written by hand) so that it can also misbehave in ways a real HTTP library
 //! never would: malformed heads, short bodies, dropped connections, endless
 //! chunked bodies. Every conversation id exists by default; per-conversation
-//! knobs, the clock skew and the request log are driven through `/_standin/`.
+//! knobs, per-key rate limits, the clock skew and the request log are driven
+//! through `/_standin/`.
 //!
 //! On start it prints exactly one line to stdout,
 //! `ayra-standin listening on http://HOST:PORT`, so that a test can bind port 0
@@ -22,6 +23,7 @@ mod document;
 mod echo;
 mod flags;
 mod knobs;
+mod rate_limits;
 mod request_reader;
 mod response;
 mod response_writer;

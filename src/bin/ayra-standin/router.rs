@@ -1,5 +1,7 @@
 //! Routing: which handler answers a request, and what every answer gets (`date`, `HEAD`).
 
+use std::time::Instant;
+
 use crate::control;
 use crate::conversation;
 use crate::echo;
@@ -30,14 +32,23 @@ fn route(state: &State, request: &Request) -> Response {
     let conversation_id = conversation_id(request);
     let serial = state.record_api_request(request, conversation_id);
     log_api_request(request, serial);
-    let mut response = match conversation_id {
-        Some(id) => conversation::respond(state, request, id, serial),
-        None => echo::respond(request),
+    let key = conversation::bearer_token(request).unwrap_or("");
+    let limited = state.rate_limits.call(key, Instant::now());
+    let mut response = match (limited, conversation_id) {
+        (Some(retry_after), _) => rate_limited(retry_after),
+        (None, Some(id)) => conversation::respond(state, request, id, serial),
+        (None, None) => echo::respond(request),
     };
     response
         .headers
         .insert(0, ("x-standin-serial".to_owned(), serial.to_string()));
     response
+}
+
+/// The Ayra API's `429`, with the `retry-after` a rate-limit knob gave.
+fn rate_limited(retry_after: String) -> Response {
+    Response::error(429, "rate_limit_error", "Too many requests", "rate_limited")
+        .with_header("retry-after", retry_after)
 }
 
 /// Logs an API request with the ids that join it to its caller's logs (at

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::conversation_store::ConversationStore;
+use crate::rate_limits::RateLimits;
 use crate::request_reader::Request;
 use crate::response::Body;
 use crate::traffic::Traffic;
@@ -21,6 +22,8 @@ pub struct State {
     pub recording_ttl: Duration,
     /// Knobs and cached bodies per conversation.
     pub conversations: ConversationStore,
+    /// Rate limits and scripted 429s per API key, and when each key called.
+    pub rate_limits: RateLimits,
     /// Serial number of the last API response; never reset, so serials stay
     /// unique for the life of the process.
     last_serial: AtomicU64,
@@ -35,6 +38,7 @@ impl State {
             initial_skew_ms: skew_ms,
             recording_ttl,
             conversations: ConversationStore::new(),
+            rate_limits: RateLimits::new(),
             last_serial: AtomicU64::new(0),
             traffic: Mutex::new(Traffic::default()),
         }
@@ -66,10 +70,11 @@ impl State {
         Body::json(&*traffic)
     }
 
-    /// Back to a freshly started server: knobs, counters, request log, skew
-    /// (the serial keeps counting).
+    /// Back to a freshly started server: knobs, rate limits, counters,
+    /// request log and call record, skew (the serial keeps counting).
     pub fn reset(&self) {
         self.conversations.clear_all();
+        self.rate_limits.clear();
         self.traffic
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
