@@ -36,17 +36,11 @@
 //! [`Budgets::snapshot`] for `/admin/stats` (fingerprint prefix, tokens,
 //! waiting calls, paused until; never the key).
 //!
-//! **Left for the wiring** (after the fetch path's restructure): build
-//! [`Budgets`] in the composition root with [`BudgetMetrics::register`];
-//! call [`Budgets::admit`] inside a flight's leader right before the
-//! upstream call, and in pass-through; answer a refusal stale
-//! (`detail=budget`) or `429 rate_limit_error / upstream_budget_exhausted`
-//! with `retry-after`, counted with [`Budgets::exhausted`]; ask
-//! [`Budgets::try_refresh`] before a refresh; on an upstream `429` call
-//! [`Budgets::pause`] with [`pause_length`]; log `budget_wait_ms` from
-//! [`Admission::waited`]; [`Budgets::reconfigure`] on SIGHUP;
-//! [`Budgets::snapshot`] in `/admin/stats`; [`Budgets::sweep`] from a
-//! periodic task.
+//! **Where it is called.** `crate::spending` asks for a call's turn right
+//! before the upstream call (a flight's leader, a refresh, pass-through)
+//! and pauses a credential on the upstream's `429`; the composition root
+//! (`crate::app`) builds [`Budgets`], sweeps it, and reload
+//! [`Budgets::reconfigure`]s it on SIGHUP.
 //!
 //! **Across replicas.** With `[shared]` ([`Budgets::sharing`]), a call
 //! also needs a token leased from its credential's bucket in Redis, one

@@ -99,13 +99,6 @@ impl Budgets {
     /// bucket in Redis and its pauses are told to all; without a tier (or
     /// while Redis is unreachable) each paces alone. For the composition
     /// root: `Cache::shared_tier` gives the tier.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the composition root calls it once the budget is wired"
-        )
-    )]
     pub(crate) fn sharing(
         settings: BudgetSettings,
         metrics: Arc<BudgetMetrics>,
@@ -201,13 +194,6 @@ impl Budgets {
     /// upstream `429`, for the composition root to run beside the cache's
     /// (subscribed now, so no notice from here on is missed); none without
     /// a shared tier.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the composition root calls it once the budget is wired"
-        )
-    )]
     pub(crate) fn follow_shared_pauses(
         self: &Arc<Self>,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {

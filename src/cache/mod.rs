@@ -183,10 +183,6 @@ impl Cache {
 
     /// The shared tier, when one is configured: the upstream budgets share
     /// their buckets through it too (`Budgets::sharing`).
-    #[expect(
-        dead_code,
-        reason = "the composition root calls it once the budget is wired"
-    )]
     pub(crate) fn shared_tier(&self) -> Option<Arc<SharedTier>> {
         self.fetcher.shared.clone()
     }
