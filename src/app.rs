@@ -163,9 +163,12 @@ fn state(settings: &Settings) -> (AppState, CacheTasks) {
     );
     let upstream = Arc::new(Upstream::new(&settings.upstream, Arc::clone(&metrics)));
     let budget_metrics = metrics.register_with(BudgetMetrics::register);
-    let budgets = Arc::new(Budgets::new(
+    // With `[shared]`, every replica leases its calls from one bucket per
+    // credential in Redis and hears of the others' pauses.
+    let budgets = Arc::new(Budgets::sharing(
         settings.upstream.budget,
         Arc::new(budget_metrics),
+        cache.shared_tier(),
     ));
     let body_limits = BodyLimits::from(&settings.server);
     let state = AppState {
@@ -181,7 +184,7 @@ fn state(settings: &Settings) -> (AppState, CacheTasks) {
 
 /// The tasks that run beside the listeners, on the runtime that runs
 /// [`App::run`] (the control runtime, never a worker's): the cache's own work,
-/// the budgets' sweep and the summary. Dropping this aborts them (as tokio's mini-redis does
+/// the budgets' sweep, the pauses other replicas tell of, and the summary. Dropping this aborts them (as tokio's mini-redis does
 /// with its `DbDropGuard`), so none outlives the proxy.
 struct BackgroundTasks {
     stop: watch::Sender<bool>,
@@ -201,6 +204,9 @@ impl BackgroundTasks {
         let budgets = Arc::clone(&state.budgets);
         let sweep = spending::sweep_budgets(budgets, BUDGET_SWEEP_EVERY, stopped.clone());
         running.push(("budget sweep", tokio::spawn(sweep)));
+        if let Some(follow) = state.budgets.follow_shared_pauses() {
+            running.push(("shared budget pauses", tokio::spawn(follow)));
+        }
         if let Some(interval) = settings.log.summary_interval {
             let (metrics, cache) = (Arc::clone(&state.metrics), Arc::clone(&state.cache));
             let summary = tokio::spawn(summary::run(metrics, cache, interval, stopped));

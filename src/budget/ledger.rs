@@ -14,8 +14,10 @@ use crate::config::BudgetSettings;
 
 use super::bucket::{Bucket, Pace};
 use super::decision::{RefreshAdmission, RefusalReason};
+use super::lease::{Source, Supply, SupplyStep};
 use super::pause::{retry_after_secs, Pause};
 use super::turns::{ClientIdentity, Turns};
+use crate::cache::shared::{BucketShape, LeaseAnswer, SharedError};
 
 /// A queued call: its ticket, and where its token goes.
 #[derive(Debug)]
@@ -57,6 +59,18 @@ pub(super) enum Withdrawal {
     AlreadyGranted,
 }
 
+/// What the driver does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DriverStep {
+    /// Nobody waits: the driver stops.
+    Done,
+    /// Come back then (a token, or the end of a pause).
+    WaitUntil(Instant),
+    /// Lease up to `wanted` tokens from the shared bucket, then come back
+    /// ([`Ledger::leased`]).
+    Lease { wanted: u32, shape: BucketShape },
+}
+
 /// What the budget's snapshot shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LedgerView {
@@ -68,6 +82,9 @@ pub(super) struct LedgerView {
 #[derive(Debug)]
 pub(super) struct Ledger {
     bucket: Bucket,
+    /// With `[shared]`: tokens leased from the bucket in Redis, which a
+    /// call needs besides one of `bucket`'s (see `lease`).
+    supply: Option<Supply>,
     pause: Pause,
     turns: Turns<Waiter>,
     max_wait: Duration,
@@ -80,6 +97,7 @@ impl Ledger {
     pub fn new(settings: &BudgetSettings, now: Instant) -> Ledger {
         Ledger {
             bucket: Bucket::new(Pace::from_settings(settings), now),
+            supply: None,
             pause: Pause::default(),
             turns: Turns::default(),
             max_wait: settings.max_wait,
@@ -88,16 +106,41 @@ impl Ledger {
         }
     }
 
+    /// A ledger whose tokens are also leased from the bucket shared across replicas.
+    /// `round_trip`: the longest a lease may take (`shared.timeout`).
+    pub fn sharing(settings: &BudgetSettings, round_trip: Duration, now: Instant) -> Ledger {
+        Ledger {
+            supply: Supply::new(settings).map(|supply| supply.with_round_trip(round_trip)),
+            ..Ledger::new(settings, now)
+        }
+    }
+
+    /// Takes a token: one leased (when sharing) and one of the local bucket.
+    fn take(&mut self, now: Instant) -> bool {
+        let source = self
+            .supply
+            .as_ref()
+            .map_or(Source::Local, |s| s.source(now));
+        if source == Source::Lease || self.bucket.try_take(now).is_err() {
+            return false;
+        }
+        if let (Source::Leased, Some(supply)) = (source, &mut self.supply) {
+            supply.spend();
+        }
+        true
+    }
+
     /// A call of `who` asks for its turn: granted at once with no allocation
     /// when nobody waits and a token is there, else queued or refused.
     pub fn arrive(&mut self, who: ClientIdentity, now: Instant) -> Arrival {
-        if self.turns.is_empty()
-            && self.pause.until(now).is_none()
-            && self.bucket.try_take(now).is_ok()
-        {
+        if self.turns.is_empty() && self.pause.until(now).is_none() && self.take(now) {
             return Arrival::Granted;
         }
-        let deadline = now + self.max_wait;
+        let grace = self
+            .supply
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.grace(now));
+        let deadline = now + self.max_wait + grace;
         let (turn_at, reason) = self.earliest_turn(&who, now);
         if turn_at > deadline {
             return Arrival::Refused {
@@ -140,7 +183,7 @@ impl Ledger {
     /// Hands the tokens there are to the calls whose turn it is.
     pub fn dispatch(&mut self, now: Instant) {
         while !self.turns.is_empty() && self.pause.until(now).is_none() {
-            if self.bucket.try_take(now).is_err() {
+            if !self.take(now) {
                 return;
             }
             if let Some((_, waiter)) = self.turns.pop_next() {
@@ -153,20 +196,55 @@ impl Ledger {
         }
     }
 
-    /// The driver's step: dispatch, then when to come back; none (and the
-    /// driver stops) when nobody waits.
-    pub fn drive(&mut self, now: Instant) -> Option<Instant> {
+    /// The driver's step: dispatch, then what to do next; a lease only
+    /// when the local bucket has a token and no pause holds calls back.
+    pub fn drive(&mut self, now: Instant) -> DriverStep {
         self.dispatch(now);
         if self.turns.is_empty() {
+            if let Some(SupplyStep::Lease { wanted, shape }) = self.reserve_step(now) {
+                return DriverStep::Lease { wanted, shape };
+            }
             self.driving = false;
-            return None;
+            return DriverStep::Done;
         }
         let token_at = self.bucket.next_token_at(now);
-        Some(
-            self.pause
-                .until(now)
-                .map_or(token_at, |until| until.max(token_at)),
-        )
+        let ready_at = self
+            .pause
+            .until(now)
+            .map_or(token_at, |until| until.max(token_at));
+        if ready_at > now {
+            return DriverStep::WaitUntil(ready_at);
+        }
+        match self
+            .supply
+            .as_ref()
+            .and_then(|s| s.step(now, self.turns.len()))
+        {
+            Some(SupplyStep::Lease { wanted, shape }) => DriverStep::Lease { wanted, shape },
+            Some(SupplyStep::WaitUntil(at)) => DriverStep::WaitUntil(at),
+            // Not after a dispatch: a token there went to a waiting call.
+            None => DriverStep::WaitUntil(ready_at),
+        }
+    }
+
+    /// A lease's answer: its tokens go to the calls whose turn it is, its
+    /// pause holds them back; says when a pause it reported now ends.
+    pub fn leased(
+        &mut self,
+        answer: Result<LeaseAnswer, SharedError>,
+        now: Instant,
+    ) -> Option<Instant> {
+        let paused = self.supply.as_mut()?.settle(answer, now);
+        let extended = paused
+            .map(|left| now + left)
+            .filter(|until| self.pause.extend(*until));
+        self.dispatch(now);
+        extended
+    }
+
+    /// The driver [`Ledger::start_driver`] asked for could not be started.
+    pub fn driver_not_started(&mut self) {
+        self.driving = false;
     }
 
     /// Takes a call that gave up out of the queue; if its token was already
@@ -193,15 +271,41 @@ impl Ledger {
         self.dispatch(now);
     }
 
-    /// A refresh takes a token only when no client waits for one; it never waits.
+    /// A refresh takes a token only when no client waits for one; it never
+    /// waits. Sharing, when it finds no leased token, it has one leased for
+    /// the next refresh ([`Ledger::start_driver`]).
     pub fn try_refresh(&mut self, now: Instant) -> RefreshAdmission {
         if !self.turns.is_empty() || self.pause.until(now).is_some() {
             return RefreshAdmission::Skipped;
         }
-        match self.bucket.try_take(now) {
-            Ok(()) => RefreshAdmission::Granted,
-            Err(_) => RefreshAdmission::Skipped,
+        if self.take(now) {
+            return RefreshAdmission::Granted;
         }
+        if let Some(supply) = &mut self.supply {
+            if supply.source(now) == Source::Lease {
+                supply.want_reserve();
+            }
+        }
+        RefreshAdmission::Skipped
+    }
+
+    /// The lease of a reserve token, when one is wanted, the local bucket
+    /// has a token and no pause holds calls back.
+    fn reserve_step(&self, now: Instant) -> Option<SupplyStep> {
+        let ready = self.pause.until(now).is_none() && self.bucket.next_token_at(now) <= now;
+        self.supply
+            .as_ref()
+            .filter(|_| ready)
+            .and_then(|supply| supply.reserve_step(now))
+    }
+
+    /// Whether the caller starts the driver: there is work for it (calls
+    /// waiting, a reserve to lease) and none runs.
+    pub fn start_driver(&mut self, now: Instant) -> bool {
+        let work = !self.turns.is_empty() || self.reserve_step(now).is_some();
+        let start = work && !self.driving;
+        self.driving |= start;
+        start
     }
 
     /// Pauses every call until `until` (never shortening a pause); says
@@ -214,6 +318,9 @@ impl Ledger {
     /// waiting keep their deadlines.
     pub fn reconfigure(&mut self, settings: &BudgetSettings, now: Instant) {
         self.bucket.set_pace(Pace::from_settings(settings), now);
+        if let Some(supply) = &mut self.supply {
+            supply.reshape(settings);
+        }
         self.max_wait = settings.max_wait;
         self.dispatch(now);
     }
@@ -227,8 +334,12 @@ impl Ledger {
     }
 
     pub fn view(&self, now: Instant) -> LedgerView {
+        let leased = self.supply.as_ref().map(|s| match s.source(now) {
+            Source::Local => u32::MAX,
+            Source::Leased | Source::Lease => s.leased(),
+        });
         LedgerView {
-            tokens: self.bucket.tokens(now),
+            tokens: self.bucket.tokens(now).map(|t| t.min(leased.unwrap_or(t))),
             waiting: self.turns.len(),
             paused_until: self.pause.until(now),
         }

@@ -36,33 +36,33 @@
 //! [`Budgets::snapshot`] for `/admin/stats` (fingerprint prefix, tokens,
 //! waiting calls, paused until; never the key).
 //!
-//! **Left for the wiring** (after the fetch path's restructure): build
-//! [`Budgets`] in the composition root with [`BudgetMetrics::register`];
-//! call [`Budgets::admit`] inside a flight's leader right before the
-//! upstream call, and in pass-through; answer a refusal stale
-//! (`detail=budget`) or `429 rate_limit_error / upstream_budget_exhausted`
-//! with `retry-after`, counted with [`Budgets::exhausted`]; ask
-//! [`Budgets::try_refresh`] before a refresh; on an upstream `429` call
-//! [`Budgets::pause`] with [`pause_length`]; log `budget_wait_ms` from
-//! [`Admission::waited`]; [`Budgets::reconfigure`] on SIGHUP;
-//! [`Budgets::snapshot`] in `/admin/stats`; [`Budgets::sweep`] from a
-//! periodic task.
+//! **Where it is called.** `crate::spending` asks for a call's turn right
+//! before the upstream call (a flight's leader, a refresh, pass-through)
+//! and pauses a credential on the upstream's `429`; the composition root
+//! (`crate::app`) builds [`Budgets`], sweeps it, and reload
+//! [`Budgets::reconfigure`]s it on SIGHUP.
 //!
-//! **Across replicas** (not built yet). Tokens are taken only in
-//! `ledger`, synchronously under a budget's lock, from a local
-//! [`Bucket`]. A Redis-shared budget would refill that local bucket from a
-//! shared GCRA key per credential fingerprint (a lease of a few tokens per
-//! round trip, so the lock never waits on Redis), fall back to the full
-//! local rate when Redis is unreachable, and publish pauses through the
-//! shared tier's notices so every replica calls [`Budget::pause`]. No trait
-//! stands in for it yet: there is one kind of bucket today.
+//! **Across replicas.** With `[shared]` ([`Budgets::sharing`]), a call
+//! also needs a token leased from its credential's bucket in Redis, one
+//! GCRA per credential fingerprint (`cache::shared::budget_bucket`), so N
+//! replicas together stay within `rate` and `burst`. Tokens are still taken
+//! only in `ledger`, under the budget's lock; the budget's driver leases a
+//! few per round trip outside it (`lease`: how many, and the fall back to
+//! pacing alone at the full `rate` while Redis gives no answer, warned
+//! about with the shared tier's other faults). A pause is a key in Redis
+//! that every lease checks, and a notice that stops the tokens replicas
+//! hold already (`shared` says why both). The composition root builds
+//! [`Budgets::sharing`] with `Cache::shared_tier` and runs
+//! [`Budgets::follow_shared_pauses`] beside the cache's tasks.
 
 mod bucket;
 mod decision;
+mod lease;
 mod ledger;
 mod metrics;
 mod pause;
 mod registry;
+mod shared;
 mod turns;
 mod waiting;
 

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Serialize, Serializer};
 
+use crate::cache::shared::SharedTier;
 use crate::config::BudgetSettings;
 use crate::domain::Fingerprint;
 
 use super::decision::{Admission, ExhaustedOutcome, RefreshAdmission};
 use super::metrics::BudgetMetrics;
 use super::now;
+use super::shared::{follow_pauses, SharedBudget};
 use super::turns::ClientIdentity;
 use super::waiting::Budget;
 
@@ -66,6 +68,8 @@ const SWEEP_FROM: usize = 1024;
 pub struct Budgets {
     held: RwLock<Held>,
     metrics: Arc<BudgetMetrics>,
+    /// With `[shared]`: the tier every budget leases its tokens from.
+    shared: Option<Arc<SharedTier>>,
 }
 
 #[derive(Debug)]
@@ -86,6 +90,23 @@ impl Budgets {
                 sweep_above: SWEEP_FROM,
             }),
             metrics,
+            shared: None,
+        }
+    }
+
+    /// Budgets shared with every replica through `shared` (SPEC section 12,
+    /// "Across replicas"): each credential's tokens are leased from one
+    /// bucket in Redis and its pauses are told to all; without a tier (or
+    /// while Redis is unreachable) each paces alone. For the composition
+    /// root: `Cache::shared_tier` gives the tier.
+    pub(crate) fn sharing(
+        settings: BudgetSettings,
+        metrics: Arc<BudgetMetrics>,
+        shared: Option<Arc<SharedTier>>,
+    ) -> Budgets {
+        Budgets {
+            shared,
+            ..Budgets::new(settings, metrics)
         }
     }
 
@@ -121,11 +142,27 @@ impl Budgets {
             held.sweep(now);
         }
         let settings = held.settings;
-        let metrics = &self.metrics;
-        let budget = held.budgets.entry(credential).or_insert_with(|| {
-            Arc::new(Budget::new(credential, &settings, Arc::clone(metrics), now))
-        });
+        let budget = held
+            .budgets
+            .entry(credential)
+            .or_insert_with(|| Arc::new(self.new_budget(credential, &settings, now)));
         Some(Arc::clone(budget))
+    }
+
+    fn new_budget(
+        &self,
+        credential: UpstreamCredential,
+        settings: &BudgetSettings,
+        now: Instant,
+    ) -> Budget {
+        let metrics = Arc::clone(&self.metrics);
+        match &self.shared {
+            Some(tier) => {
+                let shared = SharedBudget::new(Arc::clone(tier), credential);
+                Budget::sharing(credential, settings, metrics, shared, now)
+            }
+            None => Budget::new(credential, settings, metrics, now),
+        }
     }
 
     /// Waits for the turn of a call on `credential` by `who`; granted at
@@ -150,6 +187,26 @@ impl Budgets {
     pub fn pause(&self, credential: UpstreamCredential, pause: Duration) {
         if let Some(budget) = self.budget(credential) {
             budget.pause(pause);
+        }
+    }
+
+    /// The work that pauses these budgets when another replica tells of an
+    /// upstream `429`, for the composition root to run beside the cache's
+    /// (subscribed now, so no notice from here on is missed); none without
+    /// a shared tier.
+    pub(crate) fn follow_shared_pauses(
+        self: &Arc<Self>,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let notices = self.shared.as_ref()?.notices();
+        Some(follow_pauses(Arc::clone(self), notices))
+    }
+
+    /// Another replica told of an upstream `429` on `credential`: pause it
+    /// here too, if this replica holds its budget.
+    pub(super) fn paused_elsewhere(&self, credential: UpstreamCredential, pause: Duration) {
+        let budget = self.read().budgets.get(&credential).map(Arc::clone);
+        if let Some(budget) = budget {
+            budget.pause_here(pause);
         }
     }
 

@@ -4,7 +4,10 @@
 //! lock, without allocating. Otherwise it queues (a one-shot channel) and
 //! waits up to its deadline. While calls wait, one driver task per budget
 //! sleeps until the next token (or the end of a pause) and hands it to the
-//! call whose turn it is; it stops when nobody waits. A waiting call that
+//! call whose turn it is; it stops when nobody waits. Shared across
+//! replicas, the driver also leases tokens from Redis (one round trip at a
+//! time, never under the lock), so there a call that finds no leased token
+//! waits for one round trip. A waiting call that
 //! is dropped (its client went away) takes itself out of the queue, and a
 //! token already sent to it goes to the next in turn or back to the bucket.
 
@@ -16,10 +19,12 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::BudgetSettings;
 
 use super::decision::{Admission, RefreshAdmission};
-use super::ledger::{Arrival, Ledger, LedgerView, Withdrawal};
+use super::ledger::{Arrival, DriverStep, Ledger, LedgerView, Withdrawal};
 use super::metrics::BudgetMetrics;
+use super::shared::SharedBudget;
 use super::turns::ClientIdentity;
 use super::{now, UpstreamCredential};
+use crate::cache::shared::SharedError;
 
 /// The budget of one upstream credential.
 #[derive(Debug)]
@@ -29,6 +34,8 @@ pub struct Budget {
     /// Wakes the driver early: a reload or a pause moved its next step.
     driver_wake: Notify,
     metrics: Arc<BudgetMetrics>,
+    /// With `[shared]`: where the driver leases tokens and pauses are told.
+    shared: Option<SharedBudget>,
 }
 
 impl Budget {
@@ -43,6 +50,23 @@ impl Budget {
             ledger: Mutex::new(Ledger::new(settings, now)),
             driver_wake: Notify::new(),
             metrics,
+            shared: None,
+        }
+    }
+
+    /// A budget whose tokens are also leased from the bucket `shared`
+    /// holds for every replica, and whose pauses it tells them.
+    pub(super) fn sharing(
+        credential: UpstreamCredential,
+        settings: &BudgetSettings,
+        metrics: Arc<BudgetMetrics>,
+        shared: SharedBudget,
+        now: Instant,
+    ) -> Budget {
+        Budget {
+            ledger: Mutex::new(Ledger::sharing(settings, shared.round_trip(), now)),
+            shared: Some(shared),
+            ..Budget::new(credential, settings, metrics, now)
         }
     }
 
@@ -105,17 +129,43 @@ impl Budget {
     }
 
     /// A background refresh: a token no client waits for, or skipped; never waits.
-    pub fn try_refresh(&self) -> RefreshAdmission {
-        self.ledger().try_refresh(now())
+    pub fn try_refresh(self: &Arc<Self>) -> RefreshAdmission {
+        let now = now();
+        let (admission, start_driver) = {
+            let mut ledger = self.ledger();
+            (ledger.try_refresh(now), ledger.start_driver(now))
+        };
+        if start_driver {
+            // Only a sharing budget leases a reserve; its refreshes run on the runtime.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(drive(Arc::clone(self)))),
+                Err(_) => self.ledger().driver_not_started(),
+            }
+        }
+        admission
     }
 
-    /// The upstream answered `429`: no call on this credential until `pause` has passed.
+    /// The upstream answered `429`: no call on this credential until
+    /// `pause` has passed, on any replica sharing the budget.
     pub fn pause(&self, pause: Duration) {
+        if self.pause_here(pause) {
+            if let Some(shared) = &self.shared {
+                shared.tell_pause(pause);
+            }
+        }
+    }
+
+    /// Pauses this replica's calls on the credential (another replica told
+    /// of a `429`, or this one got it); says whether the pause's end moved.
+    pub(super) fn pause_here(&self, pause: Duration) -> bool {
         let until = now() + pause;
-        if self.ledger().pause(until) {
+        // Its own statement: the lock is let go before anything else.
+        let extended = self.ledger().pause(until);
+        if extended {
             self.metrics.paused_until(until);
             self.driver_wake.notify_one();
         }
+        extended
     }
 
     pub(super) fn reconfigure(&self, settings: &BudgetSettings, now: Instant) {
@@ -132,15 +182,30 @@ impl Budget {
     }
 }
 
-/// Hands tokens to waiting calls as they come; stops when nobody waits.
+/// Hands tokens to waiting calls as they come, leasing them from the
+/// shared bucket when there is one; stops when nobody waits.
 async fn drive(budget: Arc<Budget>) {
     loop {
         // Its own statement: the lock is let go before the wait.
-        let next = budget.ledger().drive(now());
-        let Some(next) = next else { return };
-        tokio::select! {
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
-            () = budget.driver_wake.notified() => {}
+        let step = budget.ledger().drive(now());
+        match step {
+            DriverStep::Done => return,
+            DriverStep::WaitUntil(next) => tokio::select! {
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
+                () = budget.driver_wake.notified() => {}
+            },
+            DriverStep::Lease { wanted, shape } => {
+                // The round trip holds no lock. (A lease step comes only
+                // from a sharing ledger, whose budget has a shared side.)
+                let answer = match &budget.shared {
+                    Some(shared) => shared.lease(shape, wanted).await,
+                    None => Err(SharedError::Unavailable),
+                };
+                let paused = budget.ledger().leased(answer, now());
+                if let Some(until) = paused {
+                    budget.metrics.paused_until(until);
+                }
+            }
         }
     }
 }

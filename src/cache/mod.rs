@@ -181,6 +181,12 @@ impl Cache {
         self.fetcher.shared.as_ref().map(|tier| tier.is_up())
     }
 
+    /// The shared tier, when one is configured: the upstream budgets share
+    /// their buckets through it too (`Budgets::sharing`).
+    pub(crate) fn shared_tier(&self) -> Option<Arc<SharedTier>> {
+        self.fetcher.shared.clone()
+    }
+
     /// The fresh entry for `key`, if any (a stale one is not a HIT), with
     /// the instant it was found fresh at.
     pub(crate) async fn lookup(&self, key: &CacheKey) -> Option<Found> {
@@ -358,7 +364,8 @@ async fn follow_purges(store: Store, mut notices: tokio::sync::broadcast::Receiv
             }
             // Lagging needs 1024 notices queued behind a loop that does
             // nothing else; a purge lost that way is the gap docs/caching.md names.
-            Ok(Notice::Stored(_) | Notice::Released(_)) | Err(RecvError::Lagged(_)) => {}
+            Ok(Notice::Stored(_) | Notice::Released(_) | Notice::BudgetPaused { .. })
+            | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return,
         }
     }

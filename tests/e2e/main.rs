@@ -10,6 +10,7 @@ mod admin;
 mod binary;
 mod budget;
 mod budget_pause;
+mod budget_shared;
 mod cached_route;
 mod coalescing;
 mod credentials;

@@ -55,10 +55,12 @@ pub struct CallRecord {
 }
 
 /// One API call in the record.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Call {
     /// Milliseconds since the stand-in started.
     pub at_ms: f64,
+    /// The path called, without the query.
+    pub path: String,
     /// 429 when a rate-limit knob refused it, else 0.
     pub limited: u16,
 }
@@ -68,6 +70,11 @@ impl CallRecord {
     pub fn times_of(&self, token: &str) -> Vec<f64> {
         let calls = self.calls.get(token).map(Vec::as_slice).unwrap_or_default();
         calls.iter().map(|call| call.at_ms).collect()
+    }
+
+    /// The calls of `token`, oldest first.
+    pub fn of(&self, token: &str) -> &[Call] {
+        self.calls.get(token).map(Vec::as_slice).unwrap_or_default()
     }
 }
 

@@ -6,8 +6,8 @@
 //! a token) and `PUT /_standin/throttle` (`{"calls": 1, "retry_after": "2",
 //! "key": "sk_a"}`: the next `calls` calls, of that key or any, get `429`
 //! with that `retry-after`). `GET /_standin/calls` gives each key's call
-//! times, in milliseconds since the stand-in started, with the status each
-//! got from these knobs.
+//! times, in milliseconds since the stand-in started, with the path called
+//! and the status each got from these knobs.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -56,10 +56,13 @@ impl Throttle {
 }
 
 /// One call as the record keeps it.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Call {
     /// Milliseconds since the stand-in started.
     at_ms: f64,
+    /// The path called, without the query (which caller made a call, when
+    /// callers share a key but not their paths).
+    path: String,
     /// 429 when these knobs refused it, else 0 (answered by the other knobs).
     limited: u16,
 }
@@ -108,15 +111,20 @@ impl RateLimits {
         self.lock().throttle = throttle;
     }
 
-    /// Records a call by `key` at `now`; the `retry-after` to answer it
-    /// with when a knob refuses it.
-    pub fn call(&self, key: &str, now: Instant) -> Option<String> {
+    /// Records a call by `key` to `path` at `now`; the `retry-after` to
+    /// answer it with when a knob refuses it.
+    pub fn call(&self, key: &str, path: &str, now: Instant) -> Option<String> {
         let mut inner = self.lock();
         let refused = inner.throttled(key).or_else(|| inner.limited(key, now));
         let at_ms = now.duration_since(self.started).as_secs_f64() * 1000.0;
         let limited = if refused.is_some() { 429 } else { 0 };
         let calls = inner.calls.entry(key.to_owned()).or_default();
-        calls.push(Call { at_ms, limited });
+        let path = path.to_owned();
+        calls.push(Call {
+            at_ms,
+            path,
+            limited,
+        });
         refused
     }
 
@@ -175,14 +183,18 @@ mod tests {
             RateLimit::from_json(br#"{"rate": 2, "burst": 2}"#).unwrap(),
         ));
         let t0 = Instant::now();
-        assert_eq!(limits.call("a", t0), None);
-        assert_eq!(limits.call("a", t0), None);
-        assert_eq!(limits.call("a", t0).as_deref(), Some("1"));
-        assert_eq!(limits.call("b", t0), None);
-        assert_eq!(limits.call("a", t0 + Duration::from_millis(500)), None);
+        assert_eq!(limits.call("a", "/v1/x", t0), None);
+        assert_eq!(limits.call("a", "/v1/x", t0), None);
+        assert_eq!(limits.call("a", "/v1/x", t0).as_deref(), Some("1"));
+        assert_eq!(limits.call("b", "/v1/x", t0), None);
+        assert_eq!(
+            limits.call("a", "/v1/x", t0 + Duration::from_millis(500)),
+            None
+        );
         let record = limits.record();
         assert_eq!(record["calls"]["a"].as_array().unwrap().len(), 4);
         assert_eq!(record["calls"]["a"][2]["limited"], 429);
+        assert_eq!(record["calls"]["a"][2]["path"], "/v1/x");
     }
 
     #[test]
@@ -191,9 +203,9 @@ mod tests {
         let throttle = br#"{"calls": 1, "retry_after": "2", "key": "a"}"#;
         limits.set_throttle(Some(Throttle::from_json(throttle).unwrap()));
         let t0 = Instant::now();
-        assert_eq!(limits.call("b", t0), None);
-        assert_eq!(limits.call("a", t0).as_deref(), Some("2"));
-        assert_eq!(limits.call("a", t0), None);
+        assert_eq!(limits.call("b", "/v1/x", t0), None);
+        assert_eq!(limits.call("a", "/v1/x", t0).as_deref(), Some("2"));
+        assert_eq!(limits.call("a", "/v1/x", t0), None);
         assert!(RateLimit::from_json(br#"{"rate": 0, "burst": 1}"#).is_err());
         assert!(Throttle::from_json(br#"{"calls": 1, "retry_after": "a\nb"}"#).is_err());
     }

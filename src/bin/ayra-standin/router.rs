@@ -33,7 +33,7 @@ fn route(state: &State, request: &Request) -> Response {
     let serial = state.record_api_request(request, conversation_id);
     log_api_request(request, serial);
     let key = conversation::bearer_token(request).unwrap_or("");
-    let limited = state.rate_limits.call(key, Instant::now());
+    let limited = state.rate_limits.call(key, &request.path, Instant::now());
     let mut response = match (limited, conversation_id) {
         (Some(retry_after), _) => rate_limited(retry_after),
         (None, Some(id)) => conversation::respond(state, request, id, serial),

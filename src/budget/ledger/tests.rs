@@ -52,9 +52,13 @@ fn a_queued_call_gets_the_next_token_when_it_comes() {
     let mut l = ledger(10.0, 1, ms(1000), t0);
     assert!(matches!(l.arrive(client("a"), t0), Arrival::Granted));
     let mut place = queued(l.arrive(client("a"), t0));
-    assert_eq!(l.drive(t0 + ms(50)), Some(t0 + ms(100)));
+    assert_eq!(l.drive(t0 + ms(50)), DriverStep::WaitUntil(t0 + ms(100)));
     assert!(!has_token(&mut place));
-    assert_eq!(l.drive(t0 + ms(100)), None, "nobody left: the driver stops");
+    assert_eq!(
+        l.drive(t0 + ms(100)),
+        DriverStep::Done,
+        "nobody left: the driver stops"
+    );
     assert!(has_token(&mut place));
 }
 
@@ -118,10 +122,10 @@ fn a_pause_holds_every_grant_until_it_ends() {
     let mut l = ledger(10.0, 5, ms(3000), t0);
     assert!(l.pause(t0 + ms(2000)));
     let mut place = queued(l.arrive(client("a"), t0));
-    assert_eq!(l.drive(t0 + ms(1000)), Some(t0 + ms(2000)));
+    assert_eq!(l.drive(t0 + ms(1000)), DriverStep::WaitUntil(t0 + ms(2000)));
     assert!(!has_token(&mut place));
     assert_eq!(l.try_refresh(t0 + ms(1000)), RefreshAdmission::Skipped);
-    assert_eq!(l.drive(t0 + ms(2000)), None);
+    assert_eq!(l.drive(t0 + ms(2000)), DriverStep::Done);
     assert!(has_token(&mut place));
 }
 
@@ -227,7 +231,7 @@ fn a_ledger_is_at_rest_only_when_a_new_one_would_be_the_same() {
     let place = queued(l.arrive(client("a"), t0 + ms(200)));
     assert!(place.start_driver);
     assert!(!l.is_at_rest(t0 + ms(200)));
-    assert_eq!(l.drive(t0 + ms(500)), None);
+    assert_eq!(l.drive(t0 + ms(500)), DriverStep::Done);
     assert!(l.is_at_rest(t0 + ms(600)));
 }
 
@@ -242,4 +246,111 @@ fn the_view_shows_tokens_waiting_calls_and_the_pause() {
     assert_eq!(view.tokens, Some(2));
     assert_eq!(view.waiting, 1);
     assert_eq!(view.paused_until, Some(t0 + ms(700)));
+}
+
+fn sharing(rate: f64, burst: u32, max_wait: Duration, now: Instant) -> Ledger {
+    let settings = BudgetSettings {
+        rate,
+        burst,
+        max_wait,
+    };
+    Ledger::sharing(&settings, ms(100), now)
+}
+
+fn granted(tokens: u32, next_in: Duration) -> Result<LeaseAnswer, SharedError> {
+    Ok(LeaseAnswer::Granted { tokens, next_in })
+}
+
+#[test]
+fn a_sharing_ledger_grants_only_leased_tokens_leasing_what_waits() {
+    let t0 = Instant::now();
+    let mut l = sharing(30.0, 5, ms(1000), t0);
+    let mut first = queued(l.arrive(client("a"), t0));
+    assert!(first.start_driver, "nothing leased: the driver leases");
+    let mut second = queued(l.arrive(client("b"), t0));
+    let shape = BucketShape::new(30.0, 5);
+    assert_eq!(l.drive(t0), DriverStep::Lease { wanted: 2, shape });
+    assert_eq!(l.leased(granted(1, ms(33)), t0), None);
+    assert!(has_token(&mut first));
+    assert!(!has_token(&mut second));
+    assert_eq!(l.drive(t0), DriverStep::WaitUntil(t0 + ms(33)));
+    assert_eq!(l.drive(t0 + ms(33)), DriverStep::Lease { wanted: 1, shape });
+    l.leased(granted(2, Duration::ZERO), t0 + ms(33));
+    assert!(has_token(&mut second));
+    assert_eq!(l.drive(t0 + ms(33)), DriverStep::Done);
+    assert!(
+        matches!(l.arrive(client("c"), t0 + ms(40)), Arrival::Granted),
+        "a token leased and left over goes at once"
+    );
+}
+
+#[test]
+fn a_pause_found_by_a_lease_holds_every_call_until_it_ends() {
+    let t0 = Instant::now();
+    let mut l = sharing(30.0, 5, ms(5000), t0);
+    let mut place = queued(l.arrive(client("a"), t0));
+    assert!(matches!(l.drive(t0), DriverStep::Lease { .. }));
+    let left = ms(2000);
+    let paused = l.leased(Ok(LeaseAnswer::Paused { left }), t0);
+    assert_eq!(paused, Some(t0 + left));
+    assert_eq!(l.view(t0).paused_until, Some(t0 + left));
+    assert_eq!(l.drive(t0 + ms(10)), DriverStep::WaitUntil(t0 + left));
+    assert!(matches!(l.drive(t0 + left), DriverStep::Lease { .. }));
+    l.leased(granted(1, Duration::ZERO), t0 + left);
+    assert!(has_token(&mut place));
+}
+
+#[test]
+fn without_an_answer_from_redis_the_local_bucket_paces_alone() {
+    let t0 = Instant::now();
+    let mut l = sharing(10.0, 2, ms(5000), t0);
+    let mut places: Vec<_> = (0..4).map(|_| queued(l.arrive(client("a"), t0))).collect();
+    assert!(matches!(l.drive(t0), DriverStep::Lease { .. }));
+    l.leased(Err(SharedError::Unavailable), t0);
+    let got = |places: &mut Vec<Place>| places.iter_mut().map(has_token).filter(|got| *got).count();
+    assert_eq!(got(&mut places), 2, "the local burst");
+    assert_eq!(l.drive(t0), DriverStep::WaitUntil(t0 + ms(100)));
+    assert_eq!(l.drive(t0 + ms(100)), DriverStep::WaitUntil(t0 + ms(200)));
+    assert_eq!(got(&mut places), 1, "then the full local rate");
+    let retry = t0 + crate::cache::shared::REST;
+    assert!(
+        matches!(l.drive(retry), DriverStep::Lease { .. }),
+        "a second later Redis is asked again"
+    );
+}
+
+#[test]
+fn a_refresh_that_finds_no_leased_token_has_one_leased_for_the_next() {
+    let t0 = Instant::now();
+    let mut l = sharing(30.0, 5, ms(1000), t0);
+    assert_eq!(l.try_refresh(t0), RefreshAdmission::Skipped, "never waits");
+    assert!(l.start_driver(t0), "the driver leases a reserve");
+    assert!(!l.start_driver(t0), "one driver");
+    let shape = BucketShape::new(30.0, 5);
+    assert_eq!(l.drive(t0), DriverStep::Lease { wanted: 1, shape });
+    l.leased(granted(1, Duration::ZERO), t0);
+    assert_eq!(l.drive(t0), DriverStep::Done);
+    assert_eq!(l.try_refresh(t0), RefreshAdmission::Granted);
+    let mut local = ledger(30.0, 5, ms(1000), t0);
+    assert!(!local.start_driver(t0), "a ledger alone leases nothing");
+}
+
+#[test]
+fn a_call_that_must_lease_may_wait_one_round_trip_beyond_max_wait() {
+    let t0 = Instant::now();
+    let mut l = sharing(30.0, 5, Duration::ZERO, t0);
+    let mut place = queued(l.arrive(client("a"), t0));
+    assert_eq!(
+        place.deadline,
+        t0 + ms(100),
+        "max_wait 0s plus the round trip"
+    );
+    assert!(matches!(l.drive(t0), DriverStep::Lease { .. }));
+    l.leased(granted(1, Duration::ZERO), t0 + ms(1));
+    assert!(has_token(&mut place));
+    l.leased(granted(1, Duration::ZERO), t0 + ms(2));
+    assert!(
+        matches!(l.arrive(client("a"), t0 + ms(3)), Arrival::Granted),
+        "a leased token there: no grace needed, none given"
+    );
 }

@@ -14,7 +14,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, RedisFuture, Value};
+use redis::{Cmd, FromRedisValue, RedisFuture, ScriptInvocation, Value};
 
 use super::tier_metrics::TierMetrics;
 use crate::cache::tasks::BackgroundTask;
@@ -102,15 +102,43 @@ impl Link {
     /// Runs `command`, bounded by the timeout; any fault is counted, may be
     /// warned about, and rests the tier.
     pub async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, SharedError> {
+        let mut connection = self.handle()?;
+        let answer =
+            tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+        self.settle(answer)
+    }
+
+    /// Runs a script by its digest (`EVALSHA`, loading it first when Redis
+    /// does not know it), the whole exchange bounded by the timeout, faults
+    /// handled as in [`Link::query`].
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, SharedError> {
+        let mut connection = self.handle()?;
+        let answer =
+            tokio::time::timeout(self.timeout, script.invoke_async::<T>(&mut connection)).await;
+        self.settle(answer)
+    }
+
+    /// The connection for one operation; none while resting or unconnected.
+    fn handle(&self) -> Result<Handle, SharedError> {
         if self.health.resting() {
             return Err(SharedError::Resting);
         }
-        let mut connection = match self.connection.load().as_deref() {
-            Some(Connection::Single(manager)) => Handle::Single(manager.clone()),
-            Some(Connection::Cluster(cluster)) => Handle::Cluster(cluster.clone()),
-            None => return Err(self.fault(SharedError::Unavailable)),
-        };
-        match tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await {
+        match self.connection.load().as_deref() {
+            Some(Connection::Single(manager)) => Ok(Handle::Single(manager.clone())),
+            Some(Connection::Cluster(cluster)) => Ok(Handle::Cluster(cluster.clone())),
+            None => Err(self.fault(SharedError::Unavailable)),
+        }
+    }
+
+    /// An operation's answer, or the fault it was (counted, maybe warned about).
+    fn settle<T>(
+        &self,
+        answer: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, SharedError> {
+        match answer {
             Ok(Ok(value)) => {
                 self.health.succeeded();
                 Ok(value)
@@ -122,6 +150,17 @@ impl Link {
             Ok(Err(_)) => Err(self.fault(SharedError::Refused)),
             Err(_) => Err(self.fault(SharedError::Timeout)),
         }
+    }
+
+    /// The bound on every operation (`shared.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the connecting task has made the connection.
+    #[cfg(test)]
+    pub fn has_connection(&self) -> bool {
+        self.connection.load().is_some()
     }
 
     /// Whether the last operation reached Redis.

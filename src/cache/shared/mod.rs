@@ -3,14 +3,18 @@
 //! Split by topic: [`link`] (the connection, timeouts and health),
 //! [`names`] (the key layout), [`value`] (format and sealing), [`claim`]
 //! (one fetch per key across replicas), [`purge`], [`notices`] (pub/sub
-//! between replicas) and [`tier_metrics`]; this file reads and writes values. Every operation here answers
+//! between replicas), [`budget_bucket`] (the upstream budget shared across
+//! replicas) and [`tier_metrics`]; this file reads and writes values. Every operation here answers
 //! "nothing" rather than failing: a Redis fault is never a client's error.
 
+mod budget_bucket;
 mod claim;
 mod link;
 mod names;
 mod notices;
 mod purge;
+#[cfg(test)]
+pub(crate) mod test_redis;
 mod tier_metrics;
 mod value;
 
@@ -25,9 +29,10 @@ use super::key::CacheKey;
 use super::record::{self, Clocks, Record};
 use super::tasks::CacheTasks;
 use crate::config::SharedSettings;
+pub use budget_bucket::{BucketShape, LeaseAnswer};
 pub use claim::{Claim, ClaimGuard};
 use link::Link;
-pub use link::SharedError;
+pub use link::{SharedError, REST};
 use names::Names;
 pub use notices::Notice;
 use tier_metrics::LookupResult;
@@ -55,6 +60,14 @@ pub struct SharedTier {
     notices: broadcast::Sender<Notice>,
     lock_ttl: Duration,
     metrics: Arc<TierMetrics>,
+}
+
+impl std::fmt::Debug for SharedTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTier")
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedTier {
@@ -94,6 +107,11 @@ impl SharedTier {
     /// Whether the last operation reached Redis.
     pub fn is_up(&self) -> bool {
         self.link.is_up()
+    }
+
+    /// The longest any operation waits for Redis (`shared.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.link.timeout()
     }
 
     /// The fresh value for `key`, if Redis holds one this replica may serve.

@@ -1,4 +1,4 @@
-//! Where things live in Redis: value, claim and index keys, and the notice channel.
+//! Where things live in Redis: value, claim and index keys, the notice channel, and the upstream budgets.
 //!
 //! Every key of a conversation carries its id as the Redis Cluster hash tag
 //! (`{id}`), so its values, claims and index share one slot and one script
@@ -73,6 +73,15 @@ impl Names {
         format!("{}notices", self.root)
     }
 
+    /// An upstream credential's shared budget (`credential`: its
+    /// fingerprint in hex, or `anon`): the bucket's theoretical arrival time
+    /// and the pause of an upstream `429`, in one hash slot so one script
+    /// reads both.
+    pub fn budget(&self, credential: &str) -> (String, String) {
+        let tag = format!("{}{{budget:{credential}}}", self.root);
+        (format!("{tag}:gcra"), format!("{tag}:pause"))
+    }
+
     fn conversation(&self, id: &ConversationId) -> String {
         format!("{}{{{}}}", self.root, id.as_str())
     }
@@ -110,6 +119,15 @@ mod tests {
         ] {
             assert_eq!(hash_tag(name), "conv_1");
         }
+    }
+
+    #[test]
+    fn a_budgets_bucket_and_pause_share_a_slot_apart_from_conversations() {
+        let names = Names::new("p:");
+        let (bucket, pause) = names.budget("ab12");
+        assert_eq!(bucket, "p:v1:{budget:ab12}:gcra");
+        assert_eq!(hash_tag(&bucket), hash_tag(&pause));
+        assert_ne!(bucket, pause);
     }
 
     #[test]

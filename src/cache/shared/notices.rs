@@ -1,4 +1,4 @@
-//! Notices between replicas over Redis pub/sub: a value stored or a claim let go (wakes waiters), a purge (drops local copies).
+//! Notices between replicas over Redis pub/sub: a value stored or a claim let go (wakes waiters), a purge (drops local copies), an upstream budget paused.
 //!
 //! Pub/sub needs a connection of its own. It is made in the background and
 //! made again after any loss; a notice missed meanwhile costs a waiter one
@@ -23,6 +23,9 @@ pub enum Notice {
     Purge(String),
     /// Every value was deleted.
     PurgeAll,
+    /// An upstream `429` paused the budget of `credential` (its name in
+    /// Redis: a fingerprint, never the key) for `left_ms` from now.
+    BudgetPaused { credential: String, left_ms: u64 },
 }
 
 impl Notice {
@@ -33,6 +36,10 @@ impl Notice {
             Notice::Released(name) => format!("released {name}"),
             Notice::Purge(id) => format!("purge {id}"),
             Notice::PurgeAll => "purge-all".to_owned(),
+            Notice::BudgetPaused {
+                credential,
+                left_ms,
+            } => format!("budget-paused {credential} {left_ms}"),
         }
     }
 
@@ -43,6 +50,13 @@ impl Notice {
             Some(("released", name)) => Some(Notice::Released(name.to_owned())),
             Some(("purge", id)) => Some(Notice::Purge(id.to_owned())),
             None if text == "purge-all" => Some(Notice::PurgeAll),
+            Some(("budget-paused", rest)) => {
+                let (credential, left_ms) = rest.split_once(' ')?;
+                Some(Notice::BudgetPaused {
+                    credential: credential.to_owned(),
+                    left_ms: left_ms.parse().ok()?,
+                })
+            }
             _ => None,
         }
     }
@@ -87,10 +101,16 @@ mod tests {
             Notice::Released("p:v1:{c}:anon:111".into()),
             Notice::Purge("conv_1".into()),
             Notice::PurgeAll,
+            Notice::BudgetPaused {
+                credential: "anon".into(),
+                left_ms: 2000,
+            },
         ] {
             assert_eq!(Notice::decode(&notice.encode()), Some(notice));
         }
         assert_eq!(Notice::decode("hello"), None);
         assert_eq!(Notice::decode("evict x"), None);
+        assert_eq!(Notice::decode("budget-paused anon soon"), None);
+        assert_eq!(Notice::decode("budget-paused anon"), None);
     }
 }
