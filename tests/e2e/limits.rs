@@ -102,8 +102,11 @@ async fn connections_past_max_connections_wait_for_a_slot() {
 async fn upstream_requests_in_flight_never_exceed_max_concurrency() {
     let (standin, app) = spawn_pair(&[("upstream.max_concurrency", "2")]).await;
     let ids: Vec<String> = (0..8).map(|i| format!("conv_cc{i}")).collect();
+    // Each call takes long enough that all eight requests are at the proxy
+    // before the first two calls end, even on a loaded machine: the proxy
+    // must then hold six back.
     for id in &ids {
-        standin.set(id, serde_json::json!({"delay_ms": 150})).await;
+        standin.set(id, serde_json::json!({"delay_ms": 400})).await;
     }
     let requests = ids.iter().map(|id| {
         let path = format!("/v1/conversations/{id}");
