@@ -129,6 +129,8 @@ def report(info, results, bench):
     lines = []
     add = lines.append
     mode = "quick" if QUICK else "full"
+    if PHASES != ALL_PHASES:
+        mode += f", phases {','.join(PHASES)}"
     add(f"ayra-cache vs nginx proxy_cache and a plain-hyper ceiling ({mode} run, {info['date']})")
     add(f"machine: {info['cpus']} CPUs ({info['model']}), Linux {info['kernel']}, {info['memory']} RAM")
     add(f"software: ayra-cache {info['commit']}; {info['nginx']}; {info['wrk']}; {info['rustc']}")
