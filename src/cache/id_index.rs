@@ -158,6 +158,10 @@ mod tests {
         index.held(&key("a", true), &held);
         assert_eq!(index.lock()[&key("a", true).id].capacity(), 1);
         index.held(&key("a", false), &held);
-        assert_eq!(index.keys_of(&key("a", true).id).len(), 2, "a second key still fits");
+        assert_eq!(
+            index.keys_of(&key("a", true).id).len(),
+            2,
+            "a second key still fits"
+        );
     }
 }
