@@ -87,31 +87,7 @@ fn a_bad_config_exits_2_naming_the_key() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
-/// A loopback port nothing is bound to right now, for a server that a test
-/// starts later (a Redis that arrives after the proxy, a restart on the same
-/// port).
-///
-/// It is taken below the kernel's ephemeral range (32768-60999 by default),
-/// from 12000-22767 so that a Redis cluster node's bus port (+10000) is below
-/// it too: a port the kernel hands out with `bind(0)` can be given again to
-/// the client side of any outgoing connection of a parallel test, or of a
-/// proxy retrying that very port, before the server binds it.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 12_000;
-    const COUNT: u32 = 10_768;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Parallel test processes start at different places.
-    let start = std::process::id().wrapping_mul(7_919);
-    for _ in 0..COUNT {
-        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT;
-        let port = u16::try_from(FIRST + offset).expect("below 65536");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {FIRST}-{}", FIRST + COUNT - 1);
-}
+pub use crate::redis::free_port;
 
 /// The binary, running; killed when dropped.
 pub struct Running {

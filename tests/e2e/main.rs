@@ -3,6 +3,7 @@
 mod app;
 mod log_tail;
 mod raw;
+#[path = "../support/redis_server.rs"]
 mod redis;
 mod standin;
 
