@@ -24,6 +24,32 @@ pub async fn admin_app(standin: &StandIn, extra: &[(&str, &str)]) -> TestApp {
     spawn_app(standin, &keys).await
 }
 
+/// The JSON answer of an admin call (`method` on `url`) made with `token`.
+pub async fn admin_json(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+) -> Value {
+    client
+        .request(method, url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Whether `/admin/stats` shows any budget paused.
+pub fn any_budget_paused(stats: &Value) -> bool {
+    let budgets = stats["budgets"].as_array().expect("budgets in the stats");
+    budgets
+        .iter()
+        .any(|budget| budget["paused_until"].is_string())
+}
+
 pub async fn metrics(app: &TestApp) -> String {
     let response = app
         .client

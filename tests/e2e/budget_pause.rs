@@ -3,9 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use serde_json::Value;
-
-use crate::admin::{admin_app, metrics, series, ADMIN_TOKEN};
+use crate::admin::{admin_app, admin_json, any_budget_paused, metrics, series, ADMIN_TOKEN};
 use crate::app::ConfigFile;
 use crate::binary::{free_port, start};
 use crate::budget::{answer, assert_refused, ms, until};
@@ -75,21 +73,11 @@ async fn an_upstream_429_pauses_its_credential_only_and_stale_stands_in() {
         "{text}"
     );
     assert!(text.contains("ayra_cache_budget_waits_total"), "{text}");
-    let stats: Value = app
-        .client
-        .get(app.admin_url("/admin/stats"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = app.admin_url("/admin/stats");
+    let stats = admin_json(&app.client, reqwest::Method::GET, url, ADMIN_TOKEN).await;
     let budgets = stats["budgets"].as_array().expect("budgets in the stats");
     assert_eq!(budgets.len(), 2, "{stats}");
-    assert!(budgets
-        .iter()
-        .any(|budget| budget["paused_until"].is_string()));
+    assert!(any_budget_paused(&stats), "{stats}");
     assert!(budgets.iter().all(|budget| budget["waiting"] == 0));
     let shown = stats.to_string();
     assert!(

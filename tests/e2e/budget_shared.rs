@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::admin::{admin_json, any_budget_paused};
 use crate::app::ConfigFile;
 use crate::binary::{free_port, json_events, launch, Running};
 use crate::budget::{answer, assert_refused, assert_within_budget, Answer, TIMER_GRANULARITY_MS};
@@ -41,20 +41,9 @@ impl Replica {
 
     /// Whether `/admin/stats` shows a budget paused.
     async fn shows_a_pause(&self) -> bool {
-        let stats: Value = self
-            .client
-            .get(format!("http://{}/admin/stats", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let budgets = stats["budgets"].as_array().expect("budgets in the stats");
-        budgets
-            .iter()
-            .any(|budget| budget["paused_until"].is_string())
+        let url = format!("http://{}/admin/stats", self.admin);
+        let stats = admin_json(&self.client, reqwest::Method::GET, url, ADMIN_TOKEN).await;
+        any_budget_paused(&stats)
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::admin::admin_json;
 use crate::app::ConfigFile;
 use crate::binary::{free_port, launch, Running};
 use crate::cached_route::TOKEN;
@@ -103,15 +104,8 @@ async fn admin(
     method: reqwest::Method,
     path: &str,
 ) -> Value {
-    client
-        .request(method, format!("http://{}{path}", replica.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let url = format!("http://{}{path}", replica.admin);
+    admin_json(client, method, url, ADMIN_TOKEN).await
 }
 
 /// The replica's `/metrics` text.
