@@ -109,14 +109,16 @@ impl AccessRecord {
         &self.ids
     }
 
-    /// Adds `x-request-id`, and `x-cache` and `cache-status` when the cache had a say.
+    /// Adds `x-request-id`, and `x-cache` and `cache-status` when the cache
+    /// had a say. Last, after [`AccessRecord::emit`]: the request id moves
+    /// into the response instead of being copied.
     pub(crate) fn decorate(
-        &self,
+        self,
         response: &mut Response<ResponseBody>,
         cache: Option<&CacheStatus>,
     ) {
         let headers = response.headers_mut();
-        headers.insert(X_REQUEST_ID.clone(), self.ids.request_id.clone());
+        headers.insert(X_REQUEST_ID.clone(), self.ids.request_id);
         if let Some(status) = cache {
             headers.insert(
                 X_CACHE.clone(),

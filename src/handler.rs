@@ -56,7 +56,6 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
             (error.into_response(), Some(code))
         }
     };
-    record.decorate(&mut response, outcome.cache.as_ref());
     let latency = started.elapsed();
     record.emit(&Answered {
         route,
@@ -74,6 +73,7 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
         response.status().as_u16(),
         latency,
     );
+    record.decorate(&mut response, outcome.cache.as_ref());
     response
 }
 

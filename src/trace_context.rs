@@ -183,9 +183,11 @@ impl RequestIds {
     }
 }
 
-/// A generated request id: the 32 hex digits of a random UUID.
+/// A generated request id: the 32 hex digits of a random (version 4) UUID.
+/// Its bits come from the thread's `fastrand` generator: an id must be
+/// unique, not secret, and a cryptographic generator costs a HIT more.
 pub fn generated_request_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4();
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
     let mut buffer = uuid::Uuid::encode_buffer();
     HeaderValue::from_str(id.simple().encode_lower(&mut buffer))
         .unwrap_or_else(|_| HeaderValue::from_static("-"))

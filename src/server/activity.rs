@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::connection_clock::ConnectionClock;
 use super::limits::ConnectionLimits;
 
 /// What to do when a connection's deadline passes.
@@ -28,13 +29,13 @@ pub(super) enum OnExpiry {
     Drain,
 }
 
-/// Where a connection is in its request cycle.
+/// Where a connection is in its request cycle; times are [`ConnectionClock`] milliseconds.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     /// Waiting for the first byte of a request head.
-    Idle { since: Instant, first: bool },
+    Idle { since_ms: u64, first: bool },
     /// Some of a request head arrived.
-    ReadingHead { since: Instant },
+    ReadingHead { since_ms: u64 },
     /// Requests are being answered; `read_more` when bytes of a next
     /// (pipelined) request arrived meanwhile.
     Busy { requests: usize, read_more: bool },
@@ -43,21 +44,20 @@ enum Phase {
 /// The connection's phase, shared by its IO and its service.
 pub(super) struct Activity {
     phase: Mutex<Phase>,
-    /// When the connection was accepted.
-    origin: Instant,
-    /// Milliseconds after `origin` of the last byte written.
+    /// Time since the connection was accepted, read cheaply on every change.
+    clock: ConnectionClock,
+    /// When the last byte was written, on `clock`.
     last_write_ms: AtomicU64,
 }
 
 impl Activity {
     pub fn new() -> Activity {
-        let origin = Instant::now();
         Activity {
             phase: Mutex::new(Phase::Idle {
-                since: origin,
+                since_ms: 0,
                 first: true,
             }),
-            origin,
+            clock: ConnectionClock::start(),
             last_write_ms: AtomicU64::new(0),
         }
     }
@@ -72,7 +72,7 @@ impl Activity {
         match *phase {
             Phase::Idle { .. } => {
                 *phase = Phase::ReadingHead {
-                    since: Instant::now(),
+                    since_ms: self.clock.now_ms(),
                 };
             }
             Phase::Busy { requests, .. } => {
@@ -86,16 +86,11 @@ impl Activity {
     }
 
     fn bytes_written(&self) {
-        self.wrote_at(Instant::now());
+        self.wrote_at(self.clock.now_ms());
     }
 
-    fn wrote_at(&self, at: Instant) {
-        let ms = at.duration_since(self.origin).as_millis() as u64;
+    fn wrote_at(&self, ms: u64) {
         self.last_write_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last_write(&self) -> Instant {
-        self.origin + Duration::from_millis(self.last_write_ms.load(Ordering::Relaxed))
     }
 
     /// A request's head was read; the guard marks its end when dropped.
@@ -141,15 +136,23 @@ impl Activity {
     /// When the connection is next due to be cut, and how.
     pub fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, OnExpiry)> {
         match *self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
-            Phase::Idle { since, first: true } | Phase::ReadingHead { since } => {
-                Some((since + limits.header_read_timeout, OnExpiry::Close))
-            }
             Phase::Idle {
-                since,
+                since_ms,
+                first: true,
+            }
+            | Phase::ReadingHead { since_ms } => Some((
+                self.clock.instant(since_ms) + limits.header_read_timeout,
+                OnExpiry::Close,
+            )),
+            Phase::Idle {
+                since_ms,
                 first: false,
             } => {
-                let last_progress = since.max(self.last_write());
-                Some((last_progress + limits.idle_timeout, OnExpiry::Drain))
+                let last_progress = since_ms.max(self.last_write_ms.load(Ordering::Relaxed));
+                Some((
+                    self.clock.instant(last_progress) + limits.idle_timeout,
+                    OnExpiry::Drain,
+                ))
             }
             Phase::Busy { .. } => None,
         }
@@ -161,6 +164,7 @@ pub(super) struct BusyGuard(Arc<Activity>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
+        let clock = &self.0.clock;
         self.0.update(|phase| match phase {
             Phase::Busy {
                 requests,
@@ -173,10 +177,10 @@ impl Drop for BusyGuard {
             Phase::Busy {
                 read_more: true, ..
             } => Phase::ReadingHead {
-                since: Instant::now(),
+                since_ms: clock.now_ms(),
             },
             _ => Phase::Idle {
-                since: Instant::now(),
+                since_ms: clock.now_ms(),
                 first: false,
             },
         });
@@ -316,15 +320,17 @@ mod tests {
         // A new connection waits for its first head under header_read_timeout.
         let (first, how) = activity.deadline(&limits).unwrap();
         assert_eq!(how, OnExpiry::Close);
-        assert_eq!(first, activity.origin + Duration::from_millis(300));
+        let origin = activity.clock.origin();
+        assert!(first >= origin + Duration::from_millis(300));
+        assert!(first <= origin + Duration::from_millis(320));
         drop(activity.request_started());
         let (idle, how) = activity.deadline(&limits).unwrap();
         assert_eq!(how, OnExpiry::Drain);
         assert!(idle >= first + Duration::from_millis(4_700));
         // A client still reading a long answer is not idle: the clock runs from the last write.
-        let written = activity.origin + Duration::from_secs(20);
-        activity.wrote_at(written);
+        activity.wrote_at(20_000);
         let (idle, _) = activity.deadline(&limits).unwrap();
+        let written = activity.clock.instant(20_000);
         assert_eq!(idle, written + Duration::from_millis(5_000));
         let busy = activity.request_started();
         assert_eq!(activity.deadline(&limits), None);

@@ -9,6 +9,7 @@
 
 mod activity;
 mod connection;
+mod connection_clock;
 mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
