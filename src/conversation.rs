@@ -30,55 +30,80 @@ use crate::upstream::UpstreamError;
 /// fetch; returns the answer with what the cache and the upstream did. An
 /// upstream call made for it (a fetch it starts, a refresh it triggers)
 /// carries its `ids`; neither keys nor is stored with the answer.
-pub(crate) async fn serve(
-    state: &AppState,
-    live: &Live,
+///
+/// A HIT is answered in here; everything that calls the upstream (a MISS,
+/// a bypass) runs boxed: held inline, its few KB of state would be part of
+/// every HIT's future, which the server moves (copies) for each request.
+/// An async block, not an `async fn`: see `handler::handle`.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
+pub(crate) fn serve<'a>(
+    state: &'a AppState,
+    live: &'a Live,
     request: Request<Incoming>,
     id: ConversationId,
     credential: Credential,
-    ids: &RequestIds,
-) -> Outcome {
-    let flags = match key::read_flags(request.uri().query()) {
-        Ok(flags) => flags,
-        Err(reason) => {
-            let bypass = CacheStatus {
-                detail: Some(reason.as_str()),
-                ..CacheStatus::new(CacheResult::Bypass)
-            };
-            let forward = state.passthrough.forward(live, request, &credential, ids);
-            return Box::pin(forward).await.with_cache(bypass);
-        }
-    };
-    // The body of a read is never used; the headers pick the representation.
-    let (request, _) = request.into_parts();
-    let client = Client {
-        headers: &request.headers,
-        encodings: &live.cache.encodings,
-    };
-    let key = CacheKey {
-        partition: credential.partition,
-        id,
-        flags,
-    };
-    let rules = &live.cache;
-    if let Some(Found { entry, now }) = state.cache.lookup(&key).await {
+    ids: &'a RequestIds,
+) -> impl Future<Output = Outcome> + Send + 'a {
+    async move {
+        let flags = match key::read_flags(request.uri().query()) {
+            Ok(flags) => flags,
+            Err(reason) => {
+                let bypass = CacheStatus {
+                    detail: Some(reason.as_str()),
+                    ..CacheStatus::new(CacheResult::Bypass)
+                };
+                let forward = state.passthrough.forward(live, request, &credential, ids);
+                return Box::pin(forward).await.with_cache(bypass);
+            }
+        };
+        // The body of a read is never used; the headers pick the representation.
+        let headers = request.headers();
+        let key = CacheKey {
+            partition: credential.partition,
+            id,
+            flags,
+        };
+        let rules = &live.cache;
+        let Some(Found { entry, now }) = state.cache.lookup(&key).await else {
+            return Box::pin(miss(state, live, key, credential, headers, ids)).await;
+        };
+        let client = Client {
+            headers,
+            encodings: &rules.encodings,
+        };
         if client.wants_compression() {
             state.cache.precompress(&key, &entry, rules);
         }
         let refreshing = rules.wants_refresh(&entry, now) && {
             let call = CallFor::Refresh;
-            let (fetch, starter, _) = call_for(state, live, &key, &credential, ids, &request, call);
+            let (fetch, starter, _) = call_for(state, live, &key, &credential, ids, headers, call);
             state.cache.refresh(key.clone(), starter, fetch, rules)
         };
-        return hit(&entry, &client, refreshing, now);
+        hit(&entry, &client, refreshing, now)
     }
+}
+
+/// A conversation read the cache could not answer: one shared upstream
+/// fetch, started or joined.
+async fn miss(
+    state: &AppState,
+    live: &Live,
+    key: CacheKey,
+    credential: Credential,
+    headers: &HeaderMap,
+    ids: &RequestIds,
+) -> Outcome {
+    let client = Client {
+        headers,
+        encodings: &live.cache.encodings,
+    };
     let call = CallFor::Client;
-    let (fetch, starter, note) = call_for(state, live, &key, &credential, ids, &request, call);
+    let (fetch, starter, note) = call_for(state, live, &key, &credential, ids, headers, call);
     let waiting = state.metrics.fetch_waiting();
-    // Boxed, like every upstream exchange on the request path: held inline,
-    // its few KB of state would be part of every HIT's future, which the
-    // server moves (copies) for each request.
-    let fetched = Box::pin(state.cache.fetch(key.clone(), starter, fetch, rules)).await;
+    let fetched = state.cache.fetch(key, starter, fetch, &live.cache).await;
     drop(waiting);
     let Ok((outcome, role)) = fetched else {
         return Outcome::failed(ProxyError::Internal);
@@ -140,8 +165,8 @@ fn got_no_turn(outcome: &FetchOutcome) -> bool {
 }
 
 /// An upstream call for `key` made for this request (`call`: who it is
-/// for): the fetch, carrying the request's ids (`request` has its own
-/// headers); its trace, which the requests that join the call are told;
+/// for): the fetch, carrying the request's ids (`headers` are the
+/// request's own); its trace, which the requests that join the call are told;
 /// and for a client's call, where it notes how long it waited for its turn.
 fn call_for(
     state: &AppState,
@@ -149,7 +174,7 @@ fn call_for(
     key: &CacheKey,
     credential: &Credential,
     ids: &RequestIds,
-    request: &http::request::Parts,
+    headers: &HeaderMap,
     call: CallFor,
 ) -> (
     impl Future<Output = Result<Fetched, FetchError>> + Send + 'static,
@@ -157,7 +182,7 @@ fn call_for(
     Option<WaitNote>,
 ) {
     let note = (call == CallFor::Client).then(WaitNote::default);
-    let carried = ids.upstream(&request.headers);
+    let carried = ids.upstream(headers);
     let parts = CallParts {
         upstream: &state.upstream,
         budgets: &state.budgets,

@@ -45,87 +45,120 @@ pub fn refused_head(refusal: HeadRefusal) -> Response<ResponseBody> {
 
 /// Answers one request; from what its route did, writes `x-cache` and
 /// `cache-status`, the access event and the request metrics, once. Never fails.
-pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
-    let started = Instant::now();
-    let record = AccessRecord::start(&request);
-    let (route, outcome) = route(&state, request, record.ids()).await;
-    let (mut response, error) = match outcome.answer {
-        Ok(response) => (response, None),
-        Err(error) => {
-            let code = error.code();
-            (error.into_response(), Some(code))
-        }
-    };
-    let latency = started.elapsed();
-    record.emit(&Answered {
-        route,
-        status: response.status(),
-        cache: outcome.cache,
-        upstream: outcome.upstream,
-        leader_trace: outcome.leader_trace,
-        budget_wait: outcome.budget_wait,
-        error,
-        latency,
-    });
-    state.metrics.request(
-        route_label(route),
-        cache_label(outcome.cache.map(|status| status.result)),
-        response.status().as_u16(),
-        latency,
-    );
-    record.decorate(&mut response, outcome.cache.as_ref());
-    response
+///
+/// The request path's steps are async blocks, not `async fn`s: an `async
+/// fn`'s future keeps each argument twice (as passed, and moved into its
+/// body), and the server moves this future for every request; a request
+/// head is a few hundred bytes, so each level of `async fn` cost a HIT
+/// about half a KB of copying (see docs/decisions.md).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
+pub fn handle(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> impl Future<Output = Response<ResponseBody>> + Send {
+    async move {
+        let started = Instant::now();
+        let record = AccessRecord::start(&request);
+        let (route, outcome) = route(&state, request, record.ids()).await;
+        let (mut response, error) = match outcome.answer {
+            Ok(response) => (response, None),
+            Err(error) => {
+                let code = error.code();
+                (error.into_response(), Some(code))
+            }
+        };
+        let latency = started.elapsed();
+        record.emit(&Answered {
+            route,
+            status: response.status(),
+            cache: outcome.cache,
+            upstream: outcome.upstream,
+            leader_trace: outcome.leader_trace,
+            budget_wait: outcome.budget_wait,
+            error,
+            latency,
+        });
+        state.metrics.request(
+            route_label(route),
+            cache_label(outcome.cache.map(|status| status.result)),
+            response.status().as_u16(),
+            latency,
+        );
+        record.decorate(&mut response, outcome.cache.as_ref());
+        response
+    }
 }
 
 /// Sends the request down its route: the kind of route taken, and what it
 /// did. `ids` are the request's own, for any upstream call made for it.
-async fn route(
-    state: &AppState,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
+fn route<'a>(
+    state: &'a AppState,
     request: Request<Incoming>,
-    ids: &RequestIds,
-) -> (RouteKind, Outcome) {
-    let target_len = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |pq| pq.as_str().len());
-    if target_len > MAX_TARGET_BYTES {
-        return (RouteKind::Other, Outcome::failed(ProxyError::UriTooLong));
-    }
+    ids: &'a RequestIds,
+) -> impl Future<Output = (RouteKind, Outcome)> + Send + 'a {
+    async move {
+        let target_len = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len());
+        if target_len > MAX_TARGET_BYTES {
+            return (RouteKind::Other, Outcome::failed(ProxyError::UriTooLong));
+        }
 
-    // Only the path decides: an absolute-form target's host is never used.
-    // A clone of the target shares its bytes: no copy.
-    let uri = request.uri().clone();
-    let path = uri.path();
-    // One consistent set of live settings for the whole request.
-    let live = state.live.load_full();
-    let route = route::classify(path);
-    let kind = route.kind();
-    let outcome = match route {
-        Route::Health if is_read(request.method()) => Ok(Outcome::answered(health())),
-        Route::Health | Route::NotFound => Err(ProxyError::NotFound),
-        Route::Conversation(raw_id) => conversation_route(state, &live, request, raw_id, ids).await,
-        Route::PassThrough => pass_through_route(state, &live, request, path, ids).await,
-    };
-    (kind, outcome.unwrap_or_else(Outcome::failed))
+        // Only the path decides: an absolute-form target's host is never used.
+        // A clone of the target shares its bytes: no copy.
+        let uri = request.uri().clone();
+        let path = uri.path();
+        // One consistent set of live settings for the whole request.
+        let live = state.live.load_full();
+        let route = route::classify(path);
+        let kind = route.kind();
+        let outcome = match route {
+            Route::Health if is_read(request.method()) => Ok(Outcome::answered(health())),
+            Route::Health | Route::NotFound => Err(ProxyError::NotFound),
+            Route::Conversation(raw_id) => {
+                conversation_route(state, &live, request, raw_id, ids).await
+            }
+            // Boxed: see `conversation::serve`.
+            Route::PassThrough => {
+                Box::pin(pass_through_route(state, &live, request, path, ids)).await
+            }
+        };
+        (kind, outcome.unwrap_or_else(Outcome::failed))
+    }
 }
 
 /// `/v1/conversations/{id}`: a read takes the cached route, anything else is forwarded.
-async fn conversation_route(
-    state: &AppState,
-    live: &Live,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
+fn conversation_route<'a>(
+    state: &'a AppState,
+    live: &'a Live,
     request: Request<Incoming>,
-    raw_id: &str,
-    ids: &RequestIds,
-) -> Result<Outcome, ProxyError> {
-    let credential = live.auth.credential(request.headers())?;
-    let id = ConversationId::parse(raw_id)?;
-    if is_read(request.method()) {
-        Ok(conversation::serve(state, live, request, id, credential, ids).await)
-    } else {
-        refuse_unforwardable_method(request.method())?;
-        // Boxed: see `conversation::serve`.
-        let forwarded = Box::pin(state.passthrough.forward(live, request, &credential, ids)).await;
-        Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
+    raw_id: &'a str,
+    ids: &'a RequestIds,
+) -> impl Future<Output = Result<Outcome, ProxyError>> + Send + 'a {
+    async move {
+        let credential = live.auth.credential(request.headers())?;
+        let id = ConversationId::parse(raw_id)?;
+        if is_read(request.method()) {
+            Ok(conversation::serve(state, live, request, id, credential, ids).await)
+        } else {
+            refuse_unforwardable_method(request.method())?;
+            // Boxed: see `conversation::serve`.
+            let forwarded =
+                Box::pin(state.passthrough.forward(live, request, &credential, ids)).await;
+            Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
+        }
     }
 }
 
@@ -140,8 +173,10 @@ async fn pass_through_route(
     refuse_unforwardable_method(request.method())?;
     let credential = live.auth.credential(request.headers())?;
     route::check_forwardable(path)?;
-    // Boxed: see `conversation::serve`.
-    let forwarded = Box::pin(state.passthrough.forward(live, request, &credential, ids)).await;
+    let forwarded = state
+        .passthrough
+        .forward(live, request, &credential, ids)
+        .await;
     Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
 }
 

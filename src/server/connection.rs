@@ -2,6 +2,7 @@
 //! [`Activity`] says it is due, its heads checked by the [`HeadGate`].
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use super::activity::{Activity, BusyGuard, OnExpiry, Tracked};
 use super::head_gate::{Handoff, HeadGate};
 use super::limits::ConnectionLimits;
+use super::stop_signal::StopSignal;
 use super::{HeadRefusal, Respond};
 use crate::body::ResponseBody;
 
@@ -92,22 +94,29 @@ pub(super) async fn serve<R: Respond>(
 
 /// Answers one request: the gate's stand-in for a refused head with the 400,
 /// any other through `responder`. The handler's future is made in here, so
-/// it is held (and moved) once; `busy` ends with the answer.
-async fn answer<R: Respond>(
+/// it is held (and moved) once; `busy` ends with the answer. An async block,
+/// not an `async fn`, which would hold the request twice.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
+fn answer<R: Respond>(
     responder: Arc<R>,
     request: Request<Incoming>,
     refused: bool,
     busy: BusyGuard,
     peer: SocketAddr,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let response = if refused {
-        tracing::debug!(%peer, "request head with a bare LF refused");
-        responder.refuse(HeadRefusal::BareLineFeed)
-    } else {
-        responder.respond(request).await
-    };
-    drop(busy);
-    Ok(response)
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
+    async move {
+        let response = if refused {
+            tracing::debug!(%peer, "request head with a bare LF refused");
+            responder.refuse(HeadRefusal::BareLineFeed)
+        } else {
+            responder.respond(request).await
+        };
+        drop(busy);
+        Ok(response)
+    }
 }
 
 /// One connection's request handling, over plain TCP or TLS.
@@ -128,9 +137,10 @@ impl<R: Respond> Served<R> {
             peer,
             responder,
             limits,
-            mut stop,
+            stop,
             activity,
         } = self;
+        let mut stop = StopSignal::new(stop);
         let handoff = Arc::new(Handoff::new());
         let service = {
             let activity = Arc::clone(&activity);
@@ -166,7 +176,7 @@ impl<R: Respond> Served<R> {
                     }
                     return;
                 }
-                _ = stop.changed(), if !draining => {
+                () = stop.stopped(), if !draining => {
                     draining = true;
                     connection.as_mut().graceful_shutdown();
                 }

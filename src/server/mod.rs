@@ -15,6 +15,7 @@ mod framing;
 pub mod fuzzing;
 mod head_gate;
 mod limits;
+mod stop_signal;
 pub mod tls;
 pub mod workers;
 
