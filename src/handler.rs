@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessRecord, Answered, Outcome};
+use crate::auth::Credential;
 use crate::body::ResponseBody;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::conversation;
@@ -120,46 +121,56 @@ fn route<'a>(
         let live = state.live.load_full();
         let route = route::classify(path);
         let kind = route.kind();
+        // Each step hands its `Outcome` up by value: the fewer levels of
+        // future between the HIT and `handle`, the fewer copies of it.
         let outcome = match route {
-            Route::Health if is_read(request.method()) => Ok(Outcome::answered(health())),
-            Route::Health | Route::NotFound => Err(ProxyError::NotFound),
-            Route::Conversation(raw_id) => {
-                conversation_route(state, &live, request, raw_id, ids).await
-            }
+            Route::Health if is_read(request.method()) => Outcome::answered(health()),
+            Route::Health | Route::NotFound => Outcome::failed(ProxyError::NotFound),
+            Route::Conversation(raw_id) => match conversation_target(&live, &request, raw_id) {
+                Ok((credential, id)) if is_read(request.method()) => {
+                    conversation::serve(state, &live, request, id, credential, ids).await
+                }
+                // Boxed: see `conversation::serve`.
+                Ok((credential, _)) => {
+                    Box::pin(conversation_write(state, &live, request, credential, ids)).await
+                }
+                Err(error) => Outcome::failed(error),
+            },
             // Boxed: see `conversation::serve`.
-            Route::PassThrough => {
-                Box::pin(pass_through_route(state, &live, request, path, ids)).await
-            }
+            Route::PassThrough => Box::pin(pass_through_route(state, &live, request, path, ids))
+                .await
+                .unwrap_or_else(Outcome::failed),
         };
-        (kind, outcome.unwrap_or_else(Outcome::failed))
+        (kind, outcome)
     }
 }
 
-/// `/v1/conversations/{id}`: a read takes the cached route, anything else is forwarded.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn holds its arguments twice"
-)]
-fn conversation_route<'a>(
-    state: &'a AppState,
-    live: &'a Live,
+/// `/v1/conversations/{id}`: the credential and the id, whatever the method.
+fn conversation_target<B>(
+    live: &Live,
+    request: &Request<B>,
+    raw_id: &str,
+) -> Result<(Credential, ConversationId), ProxyError> {
+    let credential = live.auth.credential(request.headers())?;
+    Ok((credential, ConversationId::parse(raw_id)?))
+}
+
+/// Anything but a read of a conversation: forwarded, never cached.
+async fn conversation_write(
+    state: &AppState,
+    live: &Live,
     request: Request<Incoming>,
-    raw_id: &'a str,
-    ids: &'a RequestIds,
-) -> impl Future<Output = Result<Outcome, ProxyError>> + Send + 'a {
-    async move {
-        let credential = live.auth.credential(request.headers())?;
-        let id = ConversationId::parse(raw_id)?;
-        if is_read(request.method()) {
-            Ok(conversation::serve(state, live, request, id, credential, ids).await)
-        } else {
-            refuse_unforwardable_method(request.method())?;
-            // Boxed: see `conversation::serve`.
-            let forwarded =
-                Box::pin(state.passthrough.forward(live, request, &credential, ids)).await;
-            Ok(forwarded.with_cache(CacheStatus::new(CacheResult::Bypass)))
-        }
+    credential: Credential,
+    ids: &RequestIds,
+) -> Outcome {
+    if let Err(error) = refuse_unforwardable_method(request.method()) {
+        return Outcome::failed(error);
     }
+    let forwarded = state
+        .passthrough
+        .forward(live, request, &credential, ids)
+        .await;
+    forwarded.with_cache(CacheStatus::new(CacheResult::Bypass))
 }
 
 /// Any other path under `/v1/`: forwarded, never cached.
