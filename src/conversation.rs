@@ -13,12 +13,12 @@ use crate::budget::ExhaustedOutcome;
 use crate::cache::coalescing::Role;
 use crate::cache::encoding::{negotiate, Encoding};
 use crate::cache::entry::{CachedResponse, Freshness};
-use crate::cache::key::{self, CacheKey};
+use crate::cache::key::{self, CacheKey, KeyRef};
 use crate::cache::representation::not_modified;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::{Failure, FetchError, FetchOutcome, Fetched, Found, StarterTrace};
 use crate::conversation_fetch::{upstream_fetch, CallParts};
-use crate::domain::ConversationId;
+use crate::domain::ConversationIdRef;
 use crate::error::ProxyError;
 use crate::live::Live;
 use crate::spending::{self, CallFor, WaitNote};
@@ -43,7 +43,7 @@ pub(crate) fn serve<'a>(
     state: &'a AppState,
     live: &'a Live,
     request: Request<Incoming>,
-    id: ConversationId,
+    id: ConversationIdRef<'a>,
     credential: Credential,
     ids: &'a RequestIds,
 ) -> impl Future<Output = Outcome> + Send + 'a {
@@ -61,14 +61,15 @@ pub(crate) fn serve<'a>(
         };
         // The body of a read is never used; the headers pick the representation.
         let headers = request.headers();
-        let key = CacheKey {
+        // Borrowed: a HIT makes no key of its own; a fetch or a refresh does.
+        let key = KeyRef {
             partition: credential.partition,
             id,
             flags,
         };
         let rules = &live.cache;
         let Some(Found { entry, now }) = state.cache.lookup(&key).await else {
-            return Box::pin(miss(state, live, key, credential, headers, ids)).await;
+            return Box::pin(miss(state, live, key.owned(), credential, headers, ids)).await;
         };
         let client = Client {
             headers,
@@ -79,8 +80,9 @@ pub(crate) fn serve<'a>(
         }
         let refreshing = rules.wants_refresh(&entry, now) && {
             let call = CallFor::Refresh;
+            let key = key.owned();
             let (fetch, starter, _) = call_for(state, live, &key, &credential, ids, headers, call);
-            state.cache.refresh(key.clone(), starter, fetch, rules)
+            state.cache.refresh(key, starter, fetch, rules)
         };
         hit(&entry, &client, refreshing, now)
     }

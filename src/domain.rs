@@ -22,20 +22,42 @@ impl ConversationId {
     /// Checks the id as it appears in the path: no decoding, so `%2F`, dots
     /// and slashes are all refused.
     pub fn parse(raw: &str) -> Result<ConversationId, InvalidConversationId> {
+        ConversationIdRef::parse(raw).map(ConversationIdRef::owned)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A conversation id checked where it lies, in the request's path: what a
+/// lookup needs, without the allocation an owned [`ConversationId`] costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationIdRef<'a>(&'a str);
+
+impl<'a> ConversationIdRef<'a> {
+    /// Checks the id as [`ConversationId::parse`] does.
+    pub fn parse(raw: &'a str) -> Result<ConversationIdRef<'a>, InvalidConversationId> {
         let valid = (1..=128).contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if valid {
-            Ok(ConversationId(Arc::from(raw)))
+            Ok(ConversationIdRef(raw))
         } else {
             Err(InvalidConversationId)
         }
     }
 
     /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn as_str(self) -> &'a str {
+        self.0
+    }
+
+    /// The id, owned: for a key that is stored or outlives the request.
+    pub fn owned(self) -> ConversationId {
+        ConversationId(Arc::from(self.0))
     }
 }
 

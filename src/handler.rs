@@ -12,7 +12,7 @@ use crate::auth::Credential;
 use crate::body::ResponseBody;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::conversation;
-use crate::domain::ConversationId;
+use crate::domain::ConversationIdRef;
 use crate::error::{ClientError, ProxyError};
 use crate::live::Live;
 use crate::metrics::{CacheLabel, RouteLabel};
@@ -146,13 +146,13 @@ fn route<'a>(
 }
 
 /// `/v1/conversations/{id}`: the credential and the id, whatever the method.
-fn conversation_target<B>(
+fn conversation_target<'a, B>(
     live: &Live,
     request: &Request<B>,
-    raw_id: &str,
-) -> Result<(Credential, ConversationId), ProxyError> {
+    raw_id: &'a str,
+) -> Result<(Credential, ConversationIdRef<'a>), ProxyError> {
     let credential = live.auth.credential(request.headers())?;
-    Ok((credential, ConversationId::parse(raw_id)?))
+    Ok((credential, ConversationIdRef::parse(raw_id)?))
 }
 
 /// Anything but a read of a conversation: forwarded, never cached.

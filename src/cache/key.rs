@@ -2,7 +2,9 @@
 
 use std::hash::{Hash, Hasher};
 
-use crate::domain::{ConversationId, Flags, Partition};
+use moka::Equivalent;
+
+use crate::domain::{ConversationId, ConversationIdRef, Flags, Partition};
 
 /// Why a query on the cached route cannot be read unambiguously.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,20 +71,60 @@ pub struct CacheKey {
 /// every lookup hashes its key.
 impl Hash for CacheKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let kind = match self.partition {
-            Partition::Anonymous => 0,
-            Partition::Key(_) => 1,
-            Partition::Shared => 2,
-        };
-        let flags = u8::from(self.flags.transcript)
-            | u8::from(self.flags.recording) << 1
-            | u8::from(self.flags.analytics) << 2;
-        state.write_u8(kind << 3 | flags);
-        if let Partition::Key(fingerprint) = self.partition {
-            state.write(&fingerprint.digest());
-        }
-        state.write(self.id.as_str().as_bytes());
+        hash_key(self.partition, self.flags, self.id.as_str(), state);
     }
+}
+
+/// A key as a lookup sees it: the id borrowed from the request's path, so
+/// a HIT makes no key of its own. Hashes and compares as the [`CacheKey`]
+/// it stands for.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    pub partition: Partition,
+    pub id: ConversationIdRef<'a>,
+    pub flags: Flags,
+}
+
+impl KeyRef<'_> {
+    /// The key, owned: for a fetch, a refresh or a stored variant.
+    pub fn owned(self) -> CacheKey {
+        CacheKey {
+            partition: self.partition,
+            id: self.id.owned(),
+            flags: self.flags,
+        }
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(self.partition, self.flags, self.id.as_str(), state);
+    }
+}
+
+impl Equivalent<CacheKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.partition == key.partition
+            && self.flags == key.flags
+            && self.id.as_str() == key.id.as_str()
+    }
+}
+
+/// The one hash of a key, owned or borrowed.
+fn hash_key<H: Hasher>(partition: Partition, flags: Flags, id: &str, state: &mut H) {
+    let kind = match partition {
+        Partition::Anonymous => 0,
+        Partition::Key(_) => 1,
+        Partition::Shared => 2,
+    };
+    let flags = u8::from(flags.transcript)
+        | u8::from(flags.recording) << 1
+        | u8::from(flags.analytics) << 2;
+    state.write_u8(kind << 3 | flags);
+    if let Partition::Key(fingerprint) = partition {
+        state.write(&fingerprint.digest());
+    }
+    state.write(id.as_bytes());
 }
 
 #[cfg(test)]
@@ -98,10 +140,53 @@ mod tests {
         }
     }
 
-    fn hash_of(key: &CacheKey) -> u64 {
+    fn hash_of<K: Hash + ?Sized>(key: &K) -> u64 {
         use std::hash::BuildHasher;
         std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
             .hash_one(key)
+    }
+
+    /// A lookup by a borrowed key finds exactly the entry of the key it stands for.
+    #[test]
+    fn a_borrowed_key_hashes_and_compares_as_the_key_it_stands_for() {
+        let partitions = [
+            Partition::Key(Fingerprint::of(b"Bearer a")),
+            Partition::Key(Fingerprint::of(b"Bearer b")),
+            Partition::Shared,
+            Partition::Anonymous,
+        ];
+        let all_flags = [
+            flags(true, true, true),
+            flags(false, true, true),
+            flags(true, true, false),
+        ];
+        let ids = ["conv_1", "conv_2"];
+        let mut keys = Vec::new();
+        for partition in partitions {
+            for flags in all_flags {
+                for id in ids {
+                    let id = ConversationIdRef::parse(id).unwrap();
+                    keys.push(KeyRef {
+                        partition,
+                        id,
+                        flags,
+                    });
+                }
+            }
+        }
+        for &borrowed in &keys {
+            for owned in keys.iter().map(|key| key.owned()) {
+                let same = borrowed.owned() == owned;
+                assert_eq!(
+                    borrowed.equivalent(&owned),
+                    same,
+                    "{borrowed:?} / {owned:?}"
+                );
+                if same {
+                    assert_eq!(hash_of(&borrowed), hash_of(&owned), "{borrowed:?}");
+                }
+            }
+        }
     }
 
     #[test]

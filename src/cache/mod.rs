@@ -46,7 +46,7 @@ use entry::{CachedResponse, Freshness};
 use fetch::Fetcher;
 use fetch::Purpose;
 pub(crate) use fetch::{Failure, FetchError, FetchOutcome, Fetched};
-use key::CacheKey;
+use key::{CacheKey, KeyRef};
 use policy::StorePolicy;
 use precompress::Precompressor;
 use shared::{Notice, SharedError, SharedTier, TierMetrics};
@@ -189,7 +189,7 @@ impl Cache {
 
     /// The fresh entry for `key`, if any (a stale one is not a HIT), with
     /// the instant it was found fresh at.
-    pub(crate) async fn lookup(&self, key: &CacheKey) -> Option<Found> {
+    pub(crate) async fn lookup(&self, key: &KeyRef<'_>) -> Option<Found> {
         let now = self.fetcher.clock.now();
         self.fetcher
             .store
@@ -228,14 +228,14 @@ impl Cache {
     /// miss's path).
     pub(crate) fn precompress(
         &self,
-        key: &CacheKey,
+        key: &KeyRef<'_>,
         entry: &Arc<CachedResponse>,
         rules: &CacheRules,
     ) {
         if entry.compressible() && !entry.has_variants() && !rules.encodings.is_empty() {
             self.fetcher.precompressor.start(
                 &self.fetcher.store,
-                key.clone(),
+                key.owned(),
                 Arc::clone(entry),
                 &rules.encodings,
             );

@@ -6,13 +6,14 @@
 //! keys, listed in the [`IdIndex`] beside the entries.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
-use moka::Expiry;
+use moka::{Equivalent, Expiry};
 
 use super::entry::{CachedResponse, Freshness};
 use super::id_index::IdIndex;
@@ -160,8 +161,11 @@ impl Store {
         }
     }
 
-    /// The entry for `key` if it may still be served at `now`, fresh or stale.
-    pub async fn get(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
+    /// The entry for `key` (owned or borrowed) if it may still be served at `now`, fresh or stale.
+    pub async fn get<Q>(&self, key: &Q, now: Instant) -> Option<Arc<CachedResponse>>
+    where
+        Q: Equivalent<CacheKey> + Hash + ?Sized,
+    {
         self.entries
             .get(key)
             .await
