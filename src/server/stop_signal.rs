@@ -59,14 +59,22 @@ impl StopSignal {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_change_wakes_the_task_that_polls_last_even_after_another_waker() {
+    /// A signal on a new channel, already polled once, pending, with a
+    /// waker that wakes nobody.
+    fn polled_once() -> (watch::Sender<bool>, StopSignal) {
         let (tx, rx) = watch::channel(false);
         let mut signal = StopSignal::new(rx);
-        // First polled with a waker that wakes nobody: the task that polls
-        // later must still be woken by the change.
         let mut idle = Context::from_waker(Waker::noop());
         assert!(signal.poll_stopped(&mut idle).is_pending());
+        (tx, signal)
+    }
+
+    #[tokio::test]
+    async fn a_change_wakes_the_task_that_polls_last_even_after_another_waker() {
+        // First polled with a waker that wakes nobody: the task that polls
+        // later must still be woken by the change.
+        let (tx, mut signal) = polled_once();
+        let mut idle = Context::from_waker(Waker::noop());
         assert!(signal.poll_stopped(&mut idle).is_pending());
         let waiting = tokio::spawn(async move { signal.stopped().await });
         tokio::task::yield_now().await;
@@ -80,11 +88,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_gone_counts_as_the_signal() {
-        let (tx, rx) = watch::channel(false);
-        let mut signal = StopSignal::new(rx);
-        let mut idle = Context::from_waker(Waker::noop());
-        assert!(signal.poll_stopped(&mut idle).is_pending());
+        let (tx, mut signal) = polled_once();
         drop(tx);
+        let mut idle = Context::from_waker(Waker::noop());
         assert!(signal.poll_stopped(&mut idle).is_ready());
     }
 }

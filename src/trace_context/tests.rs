@@ -220,6 +220,20 @@ fn a_request_keeps_its_own_id_or_gets_a_generated_one() {
     assert_eq!(traced.trace, TraceParent::parse(VALID.as_bytes()));
 }
 
+/// Generated ids are version-4 UUIDs (32 hex digits, the version and
+/// variant digits set) and never repeat.
+#[test]
+fn generated_request_ids_are_random_uuids_that_do_not_repeat() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10_000 {
+        let id = generated_request_id();
+        let text = id.to_str().unwrap();
+        assert_eq!(&text[12..13], "4", "version digit of {text}");
+        assert!("89ab".contains(&text[16..17]), "variant digit of {text}");
+        assert!(seen.insert(text.to_owned()), "{text} generated twice");
+    }
+}
+
 /// The headers an upstream call gets, written over `client`'s own.
 fn written(client: &[(&str, &str)]) -> HeaderMap {
     let client = headers(client);
