@@ -24,6 +24,7 @@ const PURGE_CONVERSATION: &str = "/admin/cache/conversations/";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the admin routes work on.
+#[derive(Clone)]
 pub struct AdminState {
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,

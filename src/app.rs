@@ -122,7 +122,7 @@ impl App {
         let acceptor = tls.as_ref().map(|resolver| resolver.acceptor());
         transport.serve(
             listener,
-            Arc::clone(&state),
+            AppState::clone(&state),
             server.max_connections,
             acceptor,
         );
@@ -134,7 +134,7 @@ impl App {
                 Arc::clone(&state.live),
                 Arc::clone(&state.budgets),
             );
-            transport.serve(admin_listener, Arc::new(admin), ADMIN_MAX_CONNECTIONS, None);
+            transport.serve(admin_listener, admin, ADMIN_MAX_CONNECTIONS, None);
         }
         let tasks = BackgroundTasks::start(&settings, &state, cache_tasks);
 

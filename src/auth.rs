@@ -11,6 +11,8 @@ use headers::authorization::Bearer;
 use headers::{Authorization, HeaderMapExt};
 use http::{header, HeaderMap, HeaderValue};
 
+mod memo;
+
 use crate::config::{Secret, Settings};
 use crate::domain::{Fingerprint, Partition};
 use crate::error::ProxyError;
@@ -112,7 +114,7 @@ impl Authenticator {
                 Some(value) => {
                     let mut value = value.clone();
                     value.set_sensitive(true);
-                    let fingerprint = Fingerprint::of(value.as_bytes());
+                    let fingerprint = memo::fingerprint(value.as_bytes());
                     Credential {
                         partition: Partition::Key(fingerprint),
                         upstream: Some(value),
@@ -149,7 +151,7 @@ impl Authenticator {
 fn bearer_fingerprint(headers: &HeaderMap) -> Option<Fingerprint> {
     headers
         .typed_get::<Authorization<Bearer>>()
-        .map(|bearer| Fingerprint::of(bearer.token().as_bytes()))
+        .map(|bearer| memo::fingerprint(bearer.token().as_bytes()))
 }
 
 /// An unchecked client's identity: its token, hashed later, or anonymous.

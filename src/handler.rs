@@ -117,8 +117,10 @@ fn route<'a>(
         // A clone of the target shares its bytes: no copy.
         let uri = request.uri().clone();
         let path = uri.path();
-        // One consistent set of live settings for the whole request.
-        let live = state.live.load_full();
+        // One consistent set of live settings for the whole request. A
+        // guard, not a clone of the `Arc`: a clone would write the one
+        // reference count every worker shares, on every request.
+        let live = state.live.load();
         let route = route::classify(path);
         let kind = route.kind();
         // Each step hands its `Outcome` up by value: the fewer levels of

@@ -54,6 +54,7 @@ impl From<&ServerSettings> for BodyLimits {
 
 /// The pass-through route: the upstream client, the budgets its calls
 /// spend, and the bounds on reading a forwarded body.
+#[derive(Clone)]
 pub struct PassThrough {
     upstream: Arc<Upstream>,
     budgets: Arc<Budgets>,

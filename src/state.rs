@@ -10,6 +10,9 @@ use crate::passthrough::PassThrough;
 use crate::upstream::Upstream;
 
 /// What every request shares; built by the composition root ([`crate::app`]).
+/// A clone shares every part (each is behind an `Arc`): each worker serves
+/// from a clone of its own (see [`crate::server::Respond`]).
+#[derive(Clone)]
 pub struct AppState {
     /// The settings that change on reload, swapped as one value.
     pub live: Arc<LiveSettings>,

@@ -24,6 +24,11 @@ const KEPT_HEADERS: [HeaderName; 4] = [
     header::CONTENT_LANGUAGE,
 ];
 
+/// Values every entry would otherwise hold a copy of, kept as one static
+/// value: a HIT clones each kept header, and cloning a static value writes
+/// no reference count (which the workers would share).
+static COMMON_VALUES: [&str; 2] = ["application/json", "application/json; charset=utf-8"];
+
 /// The largest `Age` kept (RFC 9111 section 1.2.2: 2^31 seconds).
 const MAX_AGE_SECS: u64 = 1 << 31;
 
@@ -45,6 +50,19 @@ pub struct CachedResponse {
     /// Set once a compression of this entry has been started, so each coding
     /// is computed at most once per entry however many HITs ask at once.
     compression_claimed: AtomicBool,
+}
+
+/// A kept upstream header value: a common one as its static value, any
+/// other as a copy of its bytes (a parsed value shares the whole read
+/// buffer it was parsed from; an entry keeps the bytes, not the buffer).
+pub(crate) fn kept_value(bytes: &[u8]) -> Option<HeaderValue> {
+    match COMMON_VALUES
+        .iter()
+        .find(|common| common.as_bytes() == bytes)
+    {
+        Some(common) => Some(HeaderValue::from_static(common)),
+        None => HeaderValue::from_bytes(bytes).ok(),
+    }
 }
 
 /// Whether an entry may be served at some instant, and how.
@@ -78,9 +96,7 @@ impl CachedResponse {
                 upstream_headers
                     .get_all(name)
                     .iter()
-                    // A parsed header value shares the whole read buffer it
-                    // was parsed from: keep a copy of the bytes, not the buffer.
-                    .filter_map(|value| HeaderValue::from_bytes(value.as_bytes()).ok())
+                    .filter_map(|value| kept_value(value.as_bytes()))
                     .map(|value| (name.clone(), value))
             });
         let headers = kept.chain(etag.map(|etag| (header::ETAG, etag))).collect();
@@ -389,6 +405,27 @@ mod tests {
             e.headers()[0],
             (header::CONTENT_TYPE, upstream[header::CONTENT_TYPE].clone())
         );
+    }
+
+    #[test]
+    fn a_common_content_type_is_kept_as_the_static_value_any_other_as_a_copy() {
+        for (sent, interned) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("application/problem+json", false),
+            ("Application/JSON", false),
+        ] {
+            let mut upstream = HeaderMap::new();
+            let parsed = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(sent.as_bytes()));
+            upstream.insert(header::CONTENT_TYPE, parsed.unwrap());
+            let e = entry(&upstream, Instant::now(), Duration::from_secs(1));
+            let kept = &e.headers()[0].1;
+            assert_eq!(kept, sent, "kept exactly as sent");
+            let at = kept.as_bytes().as_ptr();
+            let is_static = COMMON_VALUES.iter().any(|common| common.as_ptr() == at);
+            assert_eq!(is_static, interned, "{sent}");
+            assert_ne!(at, upstream[header::CONTENT_TYPE].as_bytes().as_ptr());
+        }
     }
 
     #[test]

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::entry::CachedResponse;
+use super::entry::{self, CachedResponse};
 use super::key::CacheKey;
 use super::policy::{EntryKind, Lifetime};
 use super::stored_body::StoredBody;
@@ -164,7 +164,7 @@ impl Record {
             .map(|(name, value)| {
                 Some((
                     HeaderName::from_bytes(name.as_bytes()).ok()?,
-                    HeaderValue::from_bytes(&value).ok()?,
+                    entry::kept_value(&value)?,
                 ))
             })
             .collect::<Option<Vec<_>>>()?;

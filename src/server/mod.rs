@@ -38,7 +38,13 @@ use limits::ConnectionLimits;
 use workers::Workers;
 
 /// Something that answers the requests of one listener.
-pub trait Respond: Send + Sync + 'static {
+///
+/// Each worker answers with a clone of its own: every request takes an
+/// owned reference to its responder (a handler's future outlives the call
+/// that made it), and a reference count that every worker writes on every
+/// request bounces between their CPUs' caches. A clone should share its
+/// state, not copy it.
+pub trait Respond: Clone + Send + Sync + 'static {
     /// The response to `request`; errors are already turned into responses.
     fn respond(
         self: Arc<Self>,
@@ -94,14 +100,18 @@ impl Transport {
     }
 
     /// Accepts on `listener` until the drain, at most `max_connections` at
-    /// once, each connection answered by `responder` (over TLS with `tls`).
+    /// once, each connection answered by a clone of `responder` that is its
+    /// worker's own (over TLS with `tls`).
     pub fn serve<R: Respond>(
         &mut self,
         listener: TcpListener,
-        responder: Arc<R>,
+        responder: R,
         max_connections: usize,
         tls: Option<TlsAcceptor>,
     ) {
+        let responders = (0..self.workers.count())
+            .map(|_| Arc::new(responder.clone()))
+            .collect();
         let accept = Listener {
             limits: self.limits,
             slots: Arc::new(Semaphore::new(max_connections)),
@@ -111,7 +121,7 @@ impl Transport {
             workers: Arc::clone(&self.workers),
         };
         self.accept_loops
-            .push(tokio::spawn(accept.accept(listener, responder)));
+            .push(tokio::spawn(accept.accept(listener, responders)));
     }
 
     /// Stops accepting and lets open requests finish until `deadline` at most.
@@ -146,8 +156,9 @@ struct Listener {
 }
 
 impl Listener {
-    /// Accepts until the stop signal, each connection under a slot.
-    async fn accept<R: Respond>(mut self, listener: TcpListener, responder: Arc<R>) {
+    /// Accepts until the stop signal, each connection under a slot;
+    /// `responders` has one per worker, by the worker's index.
+    async fn accept<R: Respond>(mut self, listener: TcpListener, responders: Vec<Arc<R>>) {
         loop {
             let slot = tokio::select! {
                 slot = Arc::clone(&self.slots).acquire_owned() => match slot {
@@ -168,7 +179,7 @@ impl Listener {
                 },
                 _ = self.stop.changed() => return,
             };
-            self.hand_off(stream, peer, slot, Arc::clone(&responder));
+            self.hand_off(stream, peer, slot, &responders);
         }
     }
 
@@ -178,7 +189,7 @@ impl Listener {
         stream: TcpStream,
         peer: SocketAddr,
         slot: OwnedSemaphorePermit,
-        responder: Arc<R>,
+        responders: &[Arc<R>],
     ) {
         // Off this runtime's reactor; the worker registers it with its own.
         let stream = match stream.into_std() {
@@ -188,7 +199,8 @@ impl Listener {
                 return;
             }
         };
-        let (worker, seat) = self.workers.assign();
+        let (index, worker, seat) = self.workers.assign();
+        let responder = Arc::clone(&responders[index]);
         let stop = self.stop.clone();
         let drained = self.drained.clone();
         let limits = self.limits;

@@ -60,15 +60,26 @@ impl Workers {
         Ok(workers)
     }
 
-    /// The worker with the fewest open connections (the first of equals), and a seat there.
-    pub(super) fn assign(&self) -> (&Handle, Seat) {
-        let worker = self
+    /// How many workers run.
+    pub(super) fn count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The worker with the fewest open connections (the first of equals):
+    /// its index, its runtime, and a seat there.
+    pub(super) fn assign(&self) -> (usize, &Handle, Seat) {
+        let (index, worker) = self
             .workers
             .iter()
-            .min_by_key(|worker| worker.open.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|(_, worker)| worker.open.load(Ordering::Relaxed))
             .expect("at least one worker");
         worker.open.fetch_add(1, Ordering::Relaxed);
-        (worker.runtime.handle(), Seat(Arc::clone(&worker.open)))
+        (
+            index,
+            worker.runtime.handle(),
+            Seat(Arc::clone(&worker.open)),
+        )
     }
 }
 
@@ -125,16 +136,17 @@ mod tests {
         let workers = Workers::start(Some(3)).unwrap();
         let mut seats: Vec<(usize, Seat)> = (0..6)
             .map(|_| {
-                let (handle, seat) = workers.assign();
-                (index_of(handle), seat)
+                let (index, handle, seat) = workers.assign();
+                assert_eq!(index, index_of(handle), "the index named is the runtime's");
+                (index, seat)
             })
             .collect();
         let placed: Vec<usize> = seats.iter().map(|(index, _)| *index).collect();
         assert_eq!(placed, [0, 1, 2, 0, 1, 2]);
         // Worker 1 loses both its connections: the next two go there.
         seats.retain(|(index, _)| *index != 1);
-        let (first, _a) = workers.assign();
-        let (second, _b) = workers.assign();
+        let (_, first, _a) = workers.assign();
+        let (_, second, _b) = workers.assign();
         assert_eq!(index_of(first), 1);
         assert_eq!(index_of(second), 1);
     }
@@ -142,7 +154,7 @@ mod tests {
     #[test]
     fn dropping_the_workers_ends_their_threads() {
         let workers = Workers::start(Some(1)).unwrap();
-        let (handle, _seat) = workers.assign();
+        let (_, handle, _seat) = workers.assign();
         let handle = handle.clone();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         handle.spawn(async move {
