@@ -7,7 +7,8 @@
 //! procedure (store, stand in, drop; it takes any fetch yielding a
 //! [`Fetched`] answer or a [`FetchError`]), [`status`] (how the outcome is
 //! told to the client), the moka-backed store with its index of each
-//! conversation's keys, the [`record`] another process can read,
+//! conversation's keys and each thread's hot entries in front of it, the
+//! [`record`] another process can read,
 //! warm-restart [`snapshot`]s and the optional Redis [`shared`] tier. Time
 //! is read from an injectable clock; the background work is handed to the
 //! caller as [`CacheTasks`], never spawned here.
@@ -17,6 +18,7 @@ pub(crate) mod coalescing;
 pub mod encoding;
 pub mod entry;
 mod fetch;
+mod hot;
 mod id_index;
 pub mod key;
 pub mod policy;
@@ -42,7 +44,7 @@ use crate::trace_context::TraceId;
 use clock::Clock;
 use coalescing::{FetchLost, InFlight, Role};
 use encoding::Encoding;
-use entry::{CachedResponse, Freshness};
+use entry::CachedResponse;
 use fetch::Fetcher;
 use fetch::Purpose;
 pub(crate) use fetch::{Failure, FetchError, FetchOutcome, Fetched};
@@ -191,12 +193,8 @@ impl Cache {
     /// the instant it was found fresh at.
     pub(crate) async fn lookup(&self, key: &KeyRef<'_>) -> Option<Found> {
         let now = self.fetcher.clock.now();
-        self.fetcher
-            .store
-            .get(key, now)
-            .await
-            .filter(|entry| entry.freshness(now) == Freshness::Fresh)
-            .map(|entry| Found { entry, now })
+        let entry = self.fetcher.store.get_fresh(key, now).await?;
+        Some(Found { entry, now })
     }
 
     /// Runs `fetch` once for all concurrent callers with this key, in its own

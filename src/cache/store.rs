@@ -3,7 +3,9 @@
 //! moka evicts an entry at its `usable_until`; reads check the entry's own
 //! instants as well, so nothing is served past its deadline even before
 //! moka's housekeeping has run. Purging a conversation visits only its own
-//! keys, listed in the [`IdIndex`] beside the entries.
+//! keys, listed in the [`IdIndex`] beside the entries. A HIT looks in its
+//! thread's [`HotEntries`] first; every change to what is held (other than
+//! a new key) is counted, which empties them.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -16,8 +18,9 @@ use moka::ops::compute::{CompResult, Op};
 use moka::{Equivalent, Expiry};
 
 use super::entry::{CachedResponse, Freshness};
+use super::hot::{Hot, HotEntries};
 use super::id_index::IdIndex;
-use super::key::CacheKey;
+use super::key::{CacheKey, KeyRef};
 use crate::domain::ConversationId;
 
 /// Entries a purge of everything looks at between two yields to the thread's other tasks.
@@ -68,6 +71,11 @@ pub struct Store {
     epochs: Arc<Epochs>,
     /// Each conversation's keys, kept with every insert and eviction.
     index: Arc<IdIndex>,
+    /// Changes to what is held: a replacement, a removal, a purge, an
+    /// eviction, counted by moka's eviction listener.
+    changes: Arc<AtomicU64>,
+    /// Each thread's hot entries, good while `changes` stands still.
+    hot: Arc<HotEntries>,
 }
 
 /// The purge epoch of one conversation, as a fetch saw it when it began.
@@ -138,12 +146,18 @@ impl Store {
     ) -> Store {
         let index = Arc::new(IdIndex::default());
         let listed = Arc::clone(&index);
+        let changes = Arc::new(AtomicU64::new(0));
+        let changed = Arc::clone(&changes);
         let entries = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &CacheKey, entry: &Arc<CachedResponse>| entry.weight())
             .expire_after(EntryDeadline)
             .time_to_live(max_ttl)
+            // moka tells of a replacement or a removal before the call
+            // that made it returns, and of an eviction when it makes it:
+            // each empties every thread's hot entries.
             .eviction_listener(move |key, entry, cause| {
+                changed.fetch_add(1, Ordering::Release);
                 listed.left(&key, &entry);
                 if let Some(cause) = eviction_cause(cause) {
                     on_evict(cause);
@@ -158,7 +172,27 @@ impl Store {
             entries,
             epochs: Arc::default(),
             index,
+            changes,
+            hot: Arc::default(),
         }
+    }
+
+    /// The fresh entry for `key` at `now`: from this thread's hot entries
+    /// when they still stand, else from moka (and then held there).
+    pub async fn get_fresh(&self, key: &KeyRef<'_>, now: Instant) -> Option<Arc<CachedResponse>> {
+        // Read before moka is asked: a change after it empties what is held.
+        let changes = self.changes.load(Ordering::Acquire);
+        if let Hot::Held(entry) = self.hot.get(key, changes) {
+            if entry.freshness(now) == Freshness::Fresh {
+                return Some(entry);
+            }
+        }
+        let entry = self.entries.get(key).await?;
+        if entry.freshness(now) != Freshness::Fresh {
+            return None;
+        }
+        self.hot.hold(key.owned(), &entry, changes);
+        Some(entry)
     }
 
     /// The entry for `key` (owned or borrowed) if it may still be served at `now`, fresh or stale.

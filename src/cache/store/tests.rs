@@ -1,4 +1,4 @@
-//! Unit tests of the store: late answers and purges, deadlines, the byte bound, and the id index kept with every insert and eviction.
+//! Unit tests of the store: late answers and purges, deadlines, the byte bound, the id index kept with every insert and eviction, and hot entries let go at every change.
 
 use std::sync::atomic::AtomicUsize;
 
@@ -7,7 +7,7 @@ use http::HeaderMap;
 
 use super::*;
 use crate::cache::policy::{EntryKind, Lifetime};
-use crate::domain::{Flags, Partition};
+use crate::domain::{ConversationIdRef, Flags, Partition};
 
 fn key(id: &str) -> CacheKey {
     CacheKey {
@@ -269,4 +269,103 @@ async fn the_index_follows_inserts_replacements_removals_and_moka_evictions() {
     store.run_pending_tasks().await;
     assert!(store.entry_count() < 100);
     assert_eq!(store.index.len() as u64, store.entry_count());
+}
+
+/// What a HIT looks up: the borrowed form of `key(id)`.
+fn looked_up(id: &str) -> KeyRef<'_> {
+    KeyRef {
+        partition: Partition::Anonymous,
+        id: ConversationIdRef::parse(id).unwrap(),
+        flags: Flags::default(),
+    }
+}
+
+/// Reads `id` enough times that this thread's hot entries answer at least once.
+async fn read_hot(store: &Store, id: &str, now: Instant) -> Option<Arc<CachedResponse>> {
+    let mut last = None;
+    for _ in 0..3 {
+        last = store.get_fresh(&looked_up(id), now).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_hot_entry_is_never_answered_after_the_store_changes() {
+    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let t0 = Instant::now();
+    let minute = Duration::from_secs(60);
+    let first = entry(10, t0, minute);
+    hold(&store, key("a"), Arc::clone(&first)).await;
+    assert!(Arc::ptr_eq(
+        &read_hot(&store, "a", t0).await.unwrap(),
+        &first
+    ));
+    let later = t0 + minute;
+    assert!(
+        read_hot(&store, "a", later).await.is_none(),
+        "held, but no longer fresh"
+    );
+
+    let second = entry(20, t0 + Duration::from_secs(1), minute);
+    let replaced = hold(&store, key("a"), Arc::clone(&second)).await;
+    assert_eq!(replaced, Inserted::Replaced);
+    let found = store.get_fresh(&looked_up("a"), t0).await.unwrap();
+    assert!(Arc::ptr_eq(&found, &second), "a replacement");
+
+    let third = entry(30, t0 + Duration::from_secs(1), minute);
+    read_hot(&store, "a", t0).await;
+    store.upgrade(key("a"), &second, Arc::clone(&third)).await;
+    let found = store.get_fresh(&looked_up("a"), t0).await.unwrap();
+    assert!(Arc::ptr_eq(&found, &third), "an upgrade");
+
+    read_hot(&store, "a", t0).await;
+    store.remove(&key("a")).await;
+    assert!(
+        store.get_fresh(&looked_up("a"), t0).await.is_none(),
+        "a removal"
+    );
+
+    for scope in [PurgeScope::Conversation(&key("a").id), PurgeScope::All] {
+        hold(&store, key("a"), entry(10, t0, minute)).await;
+        assert!(read_hot(&store, "a", t0).await.is_some());
+        store.purge_where(scope, |_| true).await;
+        let after = store.get_fresh(&looked_up("a"), t0).await;
+        assert!(after.is_none(), "a purge of {scope:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_hot_entry_is_let_go_when_moka_evicts_it() {
+    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    // Fresh for an hour from when it is asked at, but moka lets it go half
+    // a second from now, at its `usable_until`.
+    let received = Instant::now() - Duration::from_secs(1);
+    let served_at = received;
+    let short = Arc::new(CachedResponse::new(
+        http::StatusCode::OK,
+        &HeaderMap::new(),
+        Bytes::from_static(b"{}"),
+        received,
+        Lifetime {
+            kind: EntryKind::Complete,
+            fresh_for: Duration::from_secs(3600),
+            usable_for: Duration::from_millis(1500),
+            hard_in: None,
+        },
+    ));
+    hold(&store, key("a"), short).await;
+    assert!(read_hot(&store, "a", served_at).await.is_some());
+    // Await moka's eviction of it: housekeeping finds it past its lifetime.
+    let changes = store.changes.load(Ordering::Acquire);
+    for _ in 0..400 {
+        store.run_pending_tasks().await;
+        if store.changes.load(Ordering::Acquire) != changes {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.entry_count(), 0, "moka evicted it");
+    // Still fresh by the instant it is asked at: only the count lets it go.
+    let after = store.get_fresh(&looked_up("a"), served_at).await;
+    assert!(after.is_none());
 }
