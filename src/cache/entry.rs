@@ -50,6 +50,9 @@ pub struct CachedResponse {
     /// Set once a compression of this entry has been started, so each coding
     /// is computed at most once per entry however many HITs ask at once.
     compression_claimed: AtomicBool,
+    /// Set when the store let it go (replaced, removed, purged, evicted):
+    /// a thread's hot entries answer only with entries not retired.
+    retired: AtomicBool,
 }
 
 /// A kept upstream header value: a common one as its static value, any
@@ -132,6 +135,7 @@ impl CachedResponse {
             hard: lifetime.hard_in.map(|hard| received_at + hard),
             variants: Vec::new(),
             compression_claimed: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -149,7 +153,18 @@ impl CachedResponse {
             hard: self.hard,
             variants,
             compression_claimed: AtomicBool::new(true),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the entry as let go by the store.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether the store has let the entry go.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Claims the one compression of this entry: true for the first caller

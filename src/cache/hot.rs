@@ -3,10 +3,10 @@
 //! A moka read writes memory every worker writes (the entry's access time
 //! and reference counts, the read-record channel), so two workers serving
 //! the same entries pass those cache lines back and forth on every HIT.
-//! A worker first looks in its own small map. What it holds there is only
-//! ever what the store held: the store counts its changes (a replacement, a
-//! removal, a purge, an eviction) and a thread's map is emptied as soon as
-//! it sees the count move, before it answers from it. Every sixteenth
+//! A worker first looks in its own small map. It answers only with an entry
+//! the store has not let go: moka's eviction listener retires each entry it
+//! replaces, removes or evicts, before the call that replaced or removed it
+//! returns, and a retired entry found here is dropped. Every sixteenth
 //! lookup goes to moka all the same, so moka still sees the hot entries
 //! read and keeps them over colder ones when it needs room.
 
@@ -22,8 +22,8 @@ use super::key::CacheKey;
 
 /// Entries a thread holds at most; a full map is emptied and starts again.
 const CAPACITY: usize = 4096;
-/// Entries larger than this are never held here (a held entry outlives its
-/// eviction until the thread's next lookup).
+/// Entries larger than this are never held here (an evicted entry stays
+/// until the thread next looks it up, or its map is emptied).
 const MAX_WEIGHT: u32 = 64 * 1024;
 /// One lookup in this many goes to moka, which records it.
 const RECORD_EVERY: u32 = 16;
@@ -31,7 +31,7 @@ const RECORD_EVERY: u32 = 16;
 /// What a thread's map says about a key.
 #[derive(Debug)]
 pub(crate) enum Hot {
-    /// Held, and the store has not changed since.
+    /// Held, and not retired by the store.
     Held(Arc<CachedResponse>),
     /// Not held (or this lookup is one moka should record): ask the store.
     Ask,
@@ -43,10 +43,8 @@ pub(crate) struct HotEntries {
     threads: ThreadLocal<RefCell<ThreadEntries>>,
 }
 
-/// One thread's map.
+/// One thread's map, and its lookups (to pick the ones moka records).
 struct ThreadEntries {
-    /// The store's change count the held entries were read at.
-    changes: u64,
     entries: hashbrown::HashMap<CacheKey, Arc<CachedResponse>, ahash::RandomState>,
     lookups: u32,
 }
@@ -54,56 +52,39 @@ struct ThreadEntries {
 impl Default for ThreadEntries {
     fn default() -> ThreadEntries {
         ThreadEntries {
-            changes: 0,
             entries: hashbrown::HashMap::with_hasher(ahash::RandomState::new()),
             lookups: 0,
         }
     }
 }
 
-impl ThreadEntries {
-    /// Lets go of everything held: the store's change count is now `changes`.
-    fn start_at(&mut self, changes: u64) {
-        self.entries.clear();
-        self.changes = changes;
-    }
-}
-
 impl HotEntries {
-    /// The entry this thread holds for `key`, if the store's change count is still `changes`.
-    pub(crate) fn get<Q>(&self, key: &Q, changes: u64) -> Hot
+    /// The entry this thread holds for `key`, unless the store retired it.
+    pub(crate) fn get<Q>(&self, key: &Q) -> Hot
     where
         Q: Equivalent<CacheKey> + Hash + ?Sized,
     {
         let mut thread = self.threads.get_or_default().borrow_mut();
-        if thread.changes != changes {
-            thread.start_at(changes);
-            return Hot::Ask;
-        }
         thread.lookups = thread.lookups.wrapping_add(1);
         if thread.lookups % RECORD_EVERY == 0 {
             return Hot::Ask;
         }
         match thread.entries.get(key) {
-            Some(entry) => Hot::Held(Arc::clone(entry)),
+            Some(entry) if !entry.is_retired() => Hot::Held(Arc::clone(entry)),
+            Some(_) => {
+                thread.entries.remove(key);
+                Hot::Ask
+            }
             None => Hot::Ask,
         }
     }
 
-    /// Holds `entry` for `key` on this thread, read from the store when its
-    /// change count was `changes` (read before the store was asked).
-    pub(crate) fn hold(&self, key: CacheKey, entry: &Arc<CachedResponse>, changes: u64) {
-        if entry.weight() > MAX_WEIGHT {
+    /// Holds `entry`, just read from the store, for `key` on this thread.
+    pub(crate) fn hold(&self, key: CacheKey, entry: &Arc<CachedResponse>) {
+        if entry.weight() > MAX_WEIGHT || entry.is_retired() {
             return;
         }
         let mut thread = self.threads.get_or_default().borrow_mut();
-        if changes < thread.changes {
-            // The store changed since it was asked: what it answered may be gone.
-            return;
-        }
-        if changes > thread.changes {
-            thread.start_at(changes);
-        }
         if thread.entries.len() >= CAPACITY && !thread.entries.contains_key(&key) {
             thread.entries.clear();
         }

@@ -4,8 +4,8 @@
 //! instants as well, so nothing is served past its deadline even before
 //! moka's housekeeping has run. Purging a conversation visits only its own
 //! keys, listed in the [`IdIndex`] beside the entries. A HIT looks in its
-//! thread's [`HotEntries`] first; every change to what is held (other than
-//! a new key) is counted, which empties them.
+//! thread's [`HotEntries`] first; every entry moka lets go is retired, so
+//! they never answer with it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -71,10 +71,7 @@ pub struct Store {
     epochs: Arc<Epochs>,
     /// Each conversation's keys, kept with every insert and eviction.
     index: Arc<IdIndex>,
-    /// Changes to what is held: a replacement, a removal, a purge, an
-    /// eviction, counted by moka's eviction listener.
-    changes: Arc<AtomicU64>,
-    /// Each thread's hot entries, good while `changes` stands still.
+    /// Each thread's hot entries, in front of moka.
     hot: Arc<HotEntries>,
 }
 
@@ -146,8 +143,6 @@ impl Store {
     ) -> Store {
         let index = Arc::new(IdIndex::default());
         let listed = Arc::clone(&index);
-        let changes = Arc::new(AtomicU64::new(0));
-        let changed = Arc::clone(&changes);
         let entries = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &CacheKey, entry: &Arc<CachedResponse>| entry.weight())
@@ -155,9 +150,9 @@ impl Store {
             .time_to_live(max_ttl)
             // moka tells of a replacement or a removal before the call
             // that made it returns, and of an eviction when it makes it:
-            // each empties every thread's hot entries.
+            // the entry is retired, and no thread's hot entries answer with it.
             .eviction_listener(move |key, entry, cause| {
-                changed.fetch_add(1, Ordering::Release);
+                entry.retire();
                 listed.left(&key, &entry);
                 if let Some(cause) = eviction_cause(cause) {
                     on_evict(cause);
@@ -172,17 +167,14 @@ impl Store {
             entries,
             epochs: Arc::default(),
             index,
-            changes,
             hot: Arc::default(),
         }
     }
 
     /// The fresh entry for `key` at `now`: from this thread's hot entries
-    /// when they still stand, else from moka (and then held there).
+    /// when they hold it, else from moka (and then held there).
     pub async fn get_fresh(&self, key: &KeyRef<'_>, now: Instant) -> Option<Arc<CachedResponse>> {
-        // Read before moka is asked: a change after it empties what is held.
-        let changes = self.changes.load(Ordering::Acquire);
-        if let Hot::Held(entry) = self.hot.get(key, changes) {
+        if let Hot::Held(entry) = self.hot.get(key) {
             if entry.freshness(now) == Freshness::Fresh {
                 return Some(entry);
             }
@@ -191,7 +183,7 @@ impl Store {
         if entry.freshness(now) != Freshness::Fresh {
             return None;
         }
-        self.hot.hold(key.owned(), &entry, changes);
+        self.hot.hold(key.owned(), &entry);
         Some(entry)
     }
 

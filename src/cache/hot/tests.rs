@@ -1,4 +1,4 @@
-//! Unit tests of a thread's hot entries: held until the store changes, bounded, and every sixteenth lookup left to moka.
+//! Unit tests of a thread's hot entries: held until retired, bounded, and every sixteenth lookup left to moka.
 
 use std::time::{Duration, Instant};
 
@@ -34,25 +34,28 @@ fn entry(size: usize) -> Arc<CachedResponse> {
 }
 
 /// What the map answers for `key`, stepping over the lookup moka would record.
-fn held(hot: &HotEntries, wanted: &CacheKey, changes: u64) -> Option<Arc<CachedResponse>> {
+fn held<Q>(hot: &HotEntries, wanted: &Q) -> Option<Arc<CachedResponse>>
+where
+    Q: Equivalent<CacheKey> + Hash + ?Sized,
+{
     // Skip the lookup moka records, so the answer is the map's.
     let thread_lookups = hot.threads.get().map_or(0, |t| t.borrow().lookups);
     if (thread_lookups + 1) % RECORD_EVERY == 0 {
-        let _ = hot.get(&key("skip"), changes);
+        let _ = hot.get(&key("skip"));
     }
-    match hot.get(wanted, changes) {
+    match hot.get(wanted) {
         Hot::Held(entry) => Some(entry),
         Hot::Ask => None,
     }
 }
 
 #[test]
-fn an_entry_is_held_until_the_store_changes() {
+fn an_entry_is_held_until_the_store_retires_it() {
     let hot = HotEntries::default();
     let a = entry(10);
-    assert!(held(&hot, &key("a"), 7).is_none(), "nothing held yet");
-    hot.hold(key("a"), &a, 7);
-    let found = held(&hot, &key("a"), 7).expect("held");
+    assert!(held(&hot, &key("a")).is_none(), "nothing held yet");
+    hot.hold(key("a"), &a);
+    let found = held(&hot, &key("a")).expect("held");
     assert!(Arc::ptr_eq(&found, &a));
     // Found by a borrowed key too, as a HIT looks it up.
     let borrowed = KeyRef {
@@ -60,31 +63,31 @@ fn an_entry_is_held_until_the_store_changes() {
         id: ConversationIdRef::parse("a").unwrap(),
         flags: Flags::default(),
     };
-    assert!(matches!(hot.get(&borrowed, 7), Hot::Held(_)));
+    assert!(held(&hot, &borrowed).is_some());
 
-    // The store changed: nothing held is answered, and the map starts again.
-    assert!(held(&hot, &key("a"), 8).is_none());
-    assert!(
-        held(&hot, &key("a"), 8).is_none(),
-        "emptied, not just skipped"
-    );
+    a.retire();
+    assert!(held(&hot, &key("a")).is_none(), "retired: not answered");
+    let thread = hot.threads.get().unwrap().borrow();
+    assert!(thread.entries.is_empty(), "and let go");
 }
 
 #[test]
-fn an_answer_read_before_a_change_is_not_held_after_it() {
+fn a_retired_entry_is_not_held() {
     let hot = HotEntries::default();
-    let _ = hot.get(&key("a"), 8);
-    // Read from the store at change count 7, offered once this thread saw 8.
-    hot.hold(key("a"), &entry(10), 7);
-    assert!(held(&hot, &key("a"), 8).is_none());
+    let gone = entry(10);
+    gone.retire();
+    hot.hold(key("a"), &gone);
+    // Not even kept until the next lookup: it would hold its memory.
+    let thread = hot.threads.get_or_default().borrow();
+    assert!(thread.entries.is_empty());
 }
 
 #[test]
 fn every_sixteenth_lookup_is_left_to_moka() {
     let hot = HotEntries::default();
-    hot.hold(key("a"), &entry(10), 1);
+    hot.hold(key("a"), &entry(10));
     let answers: Vec<bool> = (0..RECORD_EVERY * 3)
-        .map(|_| matches!(hot.get(&key("a"), 1), Hot::Held(_)))
+        .map(|_| matches!(hot.get(&key("a")), Hot::Held(_)))
         .collect();
     let asked = answers.iter().filter(|held| !**held).count();
     assert_eq!(asked, 3, "one lookup in {RECORD_EVERY} asks moka");
@@ -93,15 +96,15 @@ fn every_sixteenth_lookup_is_left_to_moka() {
 #[test]
 fn large_entries_are_never_held_and_a_full_map_starts_again() {
     let hot = HotEntries::default();
-    hot.hold(key("big"), &entry(MAX_WEIGHT as usize + 1), 1);
-    assert!(held(&hot, &key("big"), 1).is_none());
+    hot.hold(key("big"), &entry(MAX_WEIGHT as usize + 1));
+    assert!(held(&hot, &key("big")).is_none());
 
     let small = entry(10);
     for n in 0..CAPACITY {
-        hot.hold(key(&format!("k{n}")), &small, 1);
+        hot.hold(key(&format!("k{n}")), &small);
     }
     assert_eq!(hot.threads.get().unwrap().borrow().entries.len(), CAPACITY);
-    hot.hold(key("one-more"), &small, 1);
+    hot.hold(key("one-more"), &small);
     let thread = hot.threads.get().unwrap().borrow();
     assert_eq!(thread.entries.len(), 1, "emptied, then the new one held");
     assert!(thread.entries.contains_key(&key("one-more")));
@@ -110,12 +113,12 @@ fn large_entries_are_never_held_and_a_full_map_starts_again() {
 #[test]
 fn each_thread_holds_its_own() {
     let hot = Arc::new(HotEntries::default());
-    hot.hold(key("a"), &entry(10), 1);
+    hot.hold(key("a"), &entry(10));
     let other = Arc::clone(&hot);
     std::thread::spawn(move || {
-        assert!(matches!(other.get(&key("a"), 1), Hot::Ask));
+        assert!(matches!(other.get(&key("a")), Hot::Ask));
     })
     .join()
     .unwrap();
-    assert!(held(&hot, &key("a"), 1).is_some());
+    assert!(held(&hot, &key("a")).is_some());
 }
