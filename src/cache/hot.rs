@@ -6,13 +6,16 @@
 //! A worker first looks in its own small map. It answers only with an entry
 //! the store has not let go: moka's eviction listener retires each entry it
 //! replaces, removes or evicts, before the call that replaced or removed it
-//! returns, and a retired entry found here is dropped. Every sixteenth
-//! lookup goes to moka all the same, so moka still sees the hot entries
-//! read and keeps them over colder ones when it needs room.
+//! returns, and a retired entry found here is dropped. The map holds weak
+//! references, so an entry the store let go is freed as soon as no response
+//! holds it, whatever the map still lists: the cache's byte bound counts
+//! everything the maps keep alive. Every sixteenth lookup goes to moka all
+//! the same, so moka still sees the hot entries read and keeps them over
+//! colder ones when it needs room.
 
 use std::cell::RefCell;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use moka::Equivalent;
 use thread_local::ThreadLocal;
@@ -20,10 +23,10 @@ use thread_local::ThreadLocal;
 use super::entry::CachedResponse;
 use super::key::CacheKey;
 
-/// Entries a thread holds at most; a full map is emptied and starts again.
+/// Entries a thread lists at most; a full map is emptied and starts again.
 const CAPACITY: usize = 4096;
-/// Entries larger than this are never held here (an evicted entry stays
-/// until the thread next looks it up, or its map is emptied).
+/// Entries larger than this are never listed here (one let go leaves its
+/// bare allocation, not its body, until the thread next looks it up).
 const MAX_WEIGHT: u32 = 64 * 1024;
 /// One lookup in this many goes to moka, which records it.
 const RECORD_EVERY: u32 = 16;
@@ -45,7 +48,7 @@ pub(crate) struct HotEntries {
 
 /// One thread's map, and its lookups (to pick the ones moka records).
 struct ThreadEntries {
-    entries: hashbrown::HashMap<CacheKey, Arc<CachedResponse>, ahash::RandomState>,
+    entries: hashbrown::HashMap<CacheKey, Weak<CachedResponse>, ahash::RandomState>,
     lookups: u32,
 }
 
@@ -69,13 +72,15 @@ impl HotEntries {
         if thread.lookups % RECORD_EVERY == 0 {
             return Hot::Ask;
         }
-        match thread.entries.get(key) {
-            Some(entry) if !entry.is_retired() => Hot::Held(Arc::clone(entry)),
-            Some(_) => {
+        let Some(listed) = thread.entries.get(key) else {
+            return Hot::Ask;
+        };
+        match listed.upgrade().filter(|entry| !entry.is_retired()) {
+            Some(entry) => Hot::Held(entry),
+            None => {
                 thread.entries.remove(key);
                 Hot::Ask
             }
-            None => Hot::Ask,
         }
     }
 
@@ -88,7 +93,7 @@ impl HotEntries {
         if thread.entries.len() >= CAPACITY && !thread.entries.contains_key(&key) {
             thread.entries.clear();
         }
-        thread.entries.insert(key, Arc::clone(entry));
+        thread.entries.insert(key, Arc::downgrade(entry));
     }
 }
 

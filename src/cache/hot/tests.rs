@@ -72,6 +72,22 @@ fn an_entry_is_held_until_the_store_retires_it() {
 }
 
 #[test]
+fn the_map_does_not_keep_an_entry_alive() {
+    let hot = HotEntries::default();
+    let a = entry(10);
+    hot.hold(key("a"), &a);
+    let listed = Arc::downgrade(&a);
+    // The store lets go of it (without retiring it, to show the map alone
+    // would not keep it): its memory is freed, and the map asks the store.
+    drop(a);
+    assert!(
+        listed.upgrade().is_none(),
+        "freed with the last strong reference"
+    );
+    assert!(held(&hot, &key("a")).is_none());
+}
+
+#[test]
 fn a_retired_entry_is_not_held() {
     let hot = HotEntries::default();
     let gone = entry(10);
@@ -85,7 +101,8 @@ fn a_retired_entry_is_not_held() {
 #[test]
 fn every_sixteenth_lookup_is_left_to_moka() {
     let hot = HotEntries::default();
-    hot.hold(key("a"), &entry(10));
+    let a = entry(10);
+    hot.hold(key("a"), &a);
     let answers: Vec<bool> = (0..RECORD_EVERY * 3)
         .map(|_| matches!(hot.get(&key("a")), Hot::Held(_)))
         .collect();
@@ -113,7 +130,8 @@ fn large_entries_are_never_held_and_a_full_map_starts_again() {
 #[test]
 fn each_thread_holds_its_own() {
     let hot = Arc::new(HotEntries::default());
-    hot.hold(key("a"), &entry(10));
+    let a = entry(10);
+    hot.hold(key("a"), &a);
     let other = Arc::clone(&hot);
     std::thread::spawn(move || {
         assert!(matches!(other.get(&key("a")), Hot::Ask));
