@@ -275,6 +275,42 @@ async fn purging_a_conversation_drops_every_variant_and_credential() {
 }
 
 #[tokio::test]
+async fn a_purge_reaches_entries_the_workers_serve_from_their_hot_maps() {
+    let standin = StandIn::spawn().await;
+    let app = admin_app(&standin, &[]).await;
+    // Three variants, each read until its worker serves it from its own
+    // map: a MISS, a HIT that puts it there, HITs answered from it.
+    let paths = [
+        "/v1/conversations/conv_a",
+        "/v1/conversations/conv_a?include_transcript=false",
+        "/v1/conversations/conv_a?include_analytics=false",
+    ];
+    for path in paths {
+        let first = app.get(path, Some(TOKEN)).await;
+        assert_eq!(header(&first, "x-cache"), "MISS");
+        for _ in 0..3 {
+            assert_eq!(header(&app.get(path, Some(TOKEN)).await, "x-cache"), "HIT");
+        }
+    }
+    assert_eq!(standin.requests_for("conv_a").await, 3);
+    let purge = admin(
+        &app,
+        reqwest::Method::DELETE,
+        "/admin/cache/conversations/conv_a",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(purge.json::<Value>().await.unwrap(), json!({"purged": 3}));
+    // Three lookups in a row: at most one of them is the one in sixteen
+    // that goes to moka, so a map answering after the purge would show.
+    for path in paths {
+        let after = app.get(path, Some(TOKEN)).await;
+        assert_eq!(header(&after, "x-cache"), "MISS", "{path}");
+    }
+    assert_eq!(standin.requests_for("conv_a").await, 6);
+}
+
+#[tokio::test]
 async fn purging_everything_and_the_stats() {
     let standin = StandIn::spawn().await;
     let app = admin_app(&standin, &[]).await;
