@@ -69,6 +69,11 @@ pub struct Store {
     /// Purge epochs: a fetch that began before a purge of its conversation
     /// must not store its answer after it.
     epochs: Arc<Epochs>,
+    /// Stores and upgrades hold it shared, purges alone: a store or upgrade
+    /// happens wholly before a purge (which then drops what it put) or
+    /// wholly after (and sees the purge's epoch). moka does not order a
+    /// removal against a compute on the same key by itself.
+    purge_gate: Arc<tokio::sync::RwLock<()>>,
     /// Each conversation's keys, kept with every insert and eviction.
     index: Arc<IdIndex>,
     /// Each thread's hot entries, in front of moka.
@@ -166,6 +171,7 @@ impl Store {
         Store {
             entries,
             epochs: Arc::default(),
+            purge_gate: Arc::default(),
             index,
             hot: Arc::default(),
         }
@@ -212,6 +218,7 @@ impl Store {
         entry: Arc<CachedResponse>,
         epoch: Epoch,
     ) -> Inserted {
+        let _no_purge_meanwhile = self.purge_gate.read().await;
         let result = self
             .entries
             .entry(key.clone())
@@ -243,6 +250,7 @@ impl Store {
         current: &Arc<CachedResponse>,
         upgraded: Arc<CachedResponse>,
     ) {
+        let _no_purge_meanwhile = self.purge_gate.read().await;
         self.entries
             .entry(key.clone())
             .and_compute_with(|held| {
@@ -271,12 +279,14 @@ impl Store {
     }
 
     /// Drops every entry within `scope` that `drop` picks; returns how many.
-    /// Within one conversation only its own keys are looked at.
+    /// Within one conversation only its own keys are looked at. Stores wait
+    /// until it is done (reads do not).
     pub async fn purge_where(
         &self,
         scope: PurgeScope<'_>,
         drop: impl Fn(&CacheKey) -> bool,
     ) -> u64 {
+        let _alone = self.purge_gate.write().await;
         self.epochs.bump(scope);
         match scope {
             PurgeScope::Conversation(id) => self.purge_listed(id, drop).await,
@@ -364,3 +374,6 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for EntryDeadline {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod purge_races;
