@@ -15,6 +15,7 @@ use crate::cache::encoding::{negotiate, Encoding};
 use crate::cache::entry::{CachedResponse, Freshness};
 use crate::cache::key::{self, CacheKey, KeyRef};
 use crate::cache::representation::not_modified;
+use crate::cache::seconds;
 use crate::cache::status::{CacheResult, CacheStatus};
 use crate::cache::{Failure, FetchError, FetchOutcome, Fetched, Found, StarterTrace};
 use crate::conversation_fetch::{upstream_fetch, CallParts};
@@ -278,7 +279,7 @@ impl Client<'_> {
             }
         };
         let headers = response.headers_mut();
-        headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
+        headers.insert(header::AGE, seconds::age(entry.age(now)));
         if entry.compressible() && !self.encodings.is_empty() {
             headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
@@ -294,7 +295,7 @@ impl Client<'_> {
         let mut response = if not_modified(self.headers, etag) {
             // A 304 stands for the stored entry: it carries its age, as on a HIT.
             let mut response = not_modified_response(etag);
-            let age = HeaderValue::from(entry.age(Instant::now()));
+            let age = seconds::age(entry.age(Instant::now()));
             response.headers_mut().insert(header::AGE, age);
             response
         } else {

@@ -239,7 +239,9 @@ impl CachedResponse {
             return false;
         }
         let fresh_life = self.fresh_until.saturating_duration_since(self.received_at);
-        self.time_to_live(now) < fresh_life.mul_f64(fraction)
+        // In seconds as floats: `Duration::mul_f64` checks and rounds to
+        // nanoseconds, which cost every HIT about 150 instructions.
+        self.time_to_live(now).as_secs_f64() < fresh_life.as_secs_f64() * fraction
     }
 
     /// When the entry stops being a plain HIT.

@@ -6,7 +6,7 @@
 //! [`coalescing`] (the table of fetches in flight, one per key), the fetch
 //! procedure (store, stand in, drop; it takes any fetch yielding a
 //! [`Fetched`] answer or a [`FetchError`]), [`status`] (how the outcome is
-//! told to the client), the moka-backed store with its index of each
+//! told to the client, with the [`seconds`] values a HIT writes), the moka-backed store with its index of each
 //! conversation's keys and each thread's hot entries in front of it, the
 //! [`record`] another process can read,
 //! warm-restart [`snapshot`]s and the optional Redis [`shared`] tier. Time
@@ -25,6 +25,7 @@ pub mod policy;
 mod precompress;
 mod record;
 pub(crate) mod representation;
+pub(crate) mod seconds;
 pub(crate) mod shared;
 mod snapshot;
 pub(crate) mod status;

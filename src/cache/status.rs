@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use http::HeaderValue;
 
+use super::seconds;
+
 /// The cache's part in one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheResult {
@@ -77,6 +79,9 @@ impl CacheStatus {
     /// right size, numbers by `itoa`: on a HIT this runs for every request,
     /// and `format!` cost it about six times as many instructions.
     pub fn header_value(&self) -> HeaderValue {
+        if let Some(value) = self.plain_hit_value() {
+            return value;
+        }
         let result = match self.result {
             CacheResult::Hit => "; hit",
             CacheResult::Miss if self.revalidated => "; fwd=stale",
@@ -110,6 +115,23 @@ impl CacheStatus {
         HeaderValue::from_maybe_shared(Bytes::from(text))
             .unwrap_or_else(|_| HeaderValue::from_static(PRODUCT))
     }
+
+    /// A plain HIT's value (its `ttl` and nothing else to say), made once.
+    fn plain_hit_value(&self) -> Option<HeaderValue> {
+        match *self {
+            CacheStatus {
+                result: CacheResult::Hit,
+                ttl: Some(ttl),
+                collapsed: false,
+                stored: false,
+                revalidated: false,
+                refreshing: _,
+                fwd_status: None,
+                detail: None,
+            } => seconds::plain_hit_status(ttl),
+            _ => None,
+        }
+    }
 }
 
 /// The cache's name in `cache-status` (RFC 9211).
@@ -118,6 +140,36 @@ const PRODUCT: &str = "ayra-cache";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hit_with_more_to_say_or_past_the_tabled_ttls_is_formatted() {
+        let hit = |ttl| CacheStatus {
+            ttl: Some(ttl),
+            ..CacheStatus::new(CacheResult::Hit)
+        };
+        let shared = CacheStatus {
+            detail: Some("shared"),
+            ..hit(42)
+        };
+        assert_eq!(
+            shared.header_value(),
+            "ayra-cache; hit; ttl=42; detail=shared"
+        );
+        let collapsed = CacheStatus {
+            collapsed: true,
+            ..hit(42)
+        };
+        assert_eq!(
+            collapsed.header_value(),
+            "ayra-cache; hit; ttl=42; collapsed"
+        );
+        assert_eq!(hit(86_400).header_value(), "ayra-cache; hit; ttl=86400");
+        let refreshing = CacheStatus {
+            refreshing: true,
+            ..hit(7)
+        };
+        assert_eq!(refreshing.header_value(), "ayra-cache; hit; ttl=7");
+    }
 
     #[test]
     fn statuses_render_as_rfc_9211_parameters() {
