@@ -185,7 +185,10 @@ impl Store {
                 return Some(entry);
             }
         }
-        let entry = self.entries.get(key).await?;
+        // Boxed: moka's lookup future is about 700 bytes, and held inline it
+        // would be part of every request's future, which the server moves
+        // (copies) for each request; most HITs never reach this line.
+        let entry = Box::pin(self.entries.get(key)).await?;
         if entry.freshness(now) != Freshness::Fresh {
             return None;
         }
