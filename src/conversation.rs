@@ -43,7 +43,7 @@ use crate::upstream::UpstreamError;
 pub(crate) fn serve<'a>(
     state: &'a AppState,
     live: &'a Live,
-    request: Request<Incoming>,
+    request: Box<Request<Incoming>>,
     id: ConversationIdRef<'a>,
     credential: Credential,
     ids: &'a RequestIds,
@@ -56,7 +56,7 @@ pub(crate) fn serve<'a>(
                     detail: Some(reason.as_str()),
                     ..CacheStatus::new(CacheResult::Bypass)
                 };
-                let forward = state.passthrough.forward(live, request, &credential, ids);
+                let forward = state.passthrough.forward(live, *request, &credential, ids);
                 return Box::pin(forward).await.with_cache(bypass);
             }
         };

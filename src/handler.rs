@@ -63,7 +63,9 @@ pub fn handle(
     async move {
         let started = Instant::now();
         let record = AccessRecord::start(&request);
-        let (route, outcome) = route(&state, request, record.ids()).await;
+        // Boxed: the steps below each hold it, and a request is a few
+        // hundred bytes that every level's future would otherwise copy.
+        let (route, outcome) = route(&state, Box::new(request), record.ids()).await;
         let (mut response, error) = match outcome.answer {
             Ok(response) => (response, None),
             Err(error) => {
@@ -101,7 +103,7 @@ pub fn handle(
 )]
 fn route<'a>(
     state: &'a AppState,
-    request: Request<Incoming>,
+    request: Box<Request<Incoming>>,
     ids: &'a RequestIds,
 ) -> impl Future<Output = (RouteKind, Outcome)> + Send + 'a {
     async move {
@@ -134,12 +136,12 @@ fn route<'a>(
                 }
                 // Boxed: see `conversation::serve`.
                 Ok((credential, _)) => {
-                    Box::pin(conversation_write(state, &live, request, credential, ids)).await
+                    Box::pin(conversation_write(state, &live, *request, credential, ids)).await
                 }
                 Err(error) => Outcome::failed(error),
             },
             // Boxed: see `conversation::serve`.
-            Route::PassThrough => Box::pin(pass_through_route(state, &live, request, path, ids))
+            Route::PassThrough => Box::pin(pass_through_route(state, &live, *request, path, ids))
                 .await
                 .unwrap_or_else(Outcome::failed),
         };

@@ -228,6 +228,8 @@ fn generated_request_ids_are_random_uuids_that_do_not_repeat() {
     for _ in 0..10_000 {
         let id = generated_request_id();
         let text = id.to_str().unwrap();
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        assert!(text.len() == 32 && text.bytes().all(lower_hex), "{text}");
         assert_eq!(&text[12..13], "4", "version digit of {text}");
         assert!("89ab".contains(&text[16..17]), "variant digit of {text}");
         assert!(seen.insert(text.to_owned()), "{text} generated twice");
