@@ -113,7 +113,10 @@ where
             in_flight: Arc::clone(self),
             key,
         };
-        let fetch = fetch();
+        // Boxed where it is made: a fetch's future is several KB (the
+        // upstream call's inside it), and the task moves what it is given
+        // on spawning and again when it finishes; a box moves as a pointer.
+        let fetch = Box::pin(fetch());
         tokio::spawn(async move {
             let outcome = fetch.await;
             drop(deregistration);
