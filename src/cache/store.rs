@@ -377,6 +377,3 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for EntryDeadline {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod purge_races;

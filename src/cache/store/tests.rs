@@ -368,3 +368,5 @@ async fn an_entry_moka_evicts_is_retired() {
     let after = store.get_fresh(&looked_up("a"), received).await;
     assert!(after.is_none());
 }
+
+mod purge_races;

@@ -2,16 +2,13 @@
 
 use std::future::Future;
 
-use bytes::Bytes;
-use http::HeaderMap;
 use tokio::runtime::Runtime;
 
-use super::*;
-use crate::cache::policy::{EntryKind, Lifetime};
+use super::super::*;
 use crate::domain::{Flags, Partition};
 
 /// Rounds per test. Without the purge gate, on 2 cores in a debug build, the
-/// store race was lost in 2 to 9 rounds of 4,096 (16 stores each), the upgrade
+/// store race was lost in 1 to 9 rounds of 4,096 (16 stores each), the upgrade
 /// race in 30 to 500.
 const ROUNDS: usize = 4096;
 
@@ -23,19 +20,9 @@ fn key() -> CacheKey {
     }
 }
 
-fn entry() -> Arc<CachedResponse> {
-    Arc::new(CachedResponse::new(
-        http::StatusCode::OK,
-        &HeaderMap::new(),
-        Bytes::from_static(b"{}"),
-        Instant::now(),
-        Lifetime {
-            kind: EntryKind::Complete,
-            fresh_for: Duration::from_secs(60),
-            usable_for: Duration::from_secs(60),
-            hard_in: None,
-        },
-    ))
+/// A fresh entry, received now.
+fn fresh() -> Arc<CachedResponse> {
+    super::entry(2, Instant::now(), Duration::from_secs(60))
 }
 
 fn scope_of(round: usize, id: &ConversationId) -> PurgeScope<'_> {
@@ -127,7 +114,7 @@ fn a_fetch_begun_before_a_purge_is_never_held_after_it() {
         let epoch = store.epoch(&key().id);
         race(&runtime, &store, round, async {
             for key in &keys {
-                let stored = store.insert_unless_superseded(key.clone(), entry(), epoch);
+                let stored = store.insert_unless_superseded(key.clone(), fresh(), epoch);
                 stored.await;
             }
         });
@@ -150,7 +137,7 @@ fn an_upgrade_never_brings_back_an_entry_a_purge_dropped() {
     let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
     let mut rounds_held = 0;
     for round in 0..ROUNDS {
-        let current = entry();
+        let current = fresh();
         let epoch = store.epoch(&key().id);
         let stored = store.insert_unless_superseded(key(), Arc::clone(&current), epoch);
         assert_eq!(runtime.block_on(stored), Inserted::New);
