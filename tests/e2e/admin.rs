@@ -83,6 +83,11 @@ async fn admin(
     request.send().await.unwrap()
 }
 
+/// `DELETE path` on the admin listener with the operator's token.
+async fn delete_as_operator(app: &TestApp, path: &str) -> reqwest::Response {
+    admin(app, reqwest::Method::DELETE, path, Some(ADMIN_TOKEN)).await
+}
+
 #[tokio::test]
 async fn metrics_count_requests_stores_refusals_and_upstream_calls() {
     let standin = StandIn::spawn().await;
@@ -204,13 +209,7 @@ async fn admin_routes_need_the_admin_token() {
 async fn without_an_admin_token_configured_admin_routes_are_disabled() {
     let standin = StandIn::spawn().await;
     let app = spawn_app(&standin, &[("server.admin_listen", "\"127.0.0.1:0\"")]).await;
-    let response = admin(
-        &app,
-        reqwest::Method::DELETE,
-        "/admin/cache",
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let response = delete_as_operator(&app, "/admin/cache").await;
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "permission_error");
@@ -237,13 +236,7 @@ async fn purging_a_conversation_drops_every_variant_and_credential() {
     for (path, key) in reads {
         assert_eq!(header(&app.get(path, Some(key)).await, "x-cache"), "MISS");
     }
-    let purge = admin(
-        &app,
-        reqwest::Method::DELETE,
-        "/admin/cache/conversations/conv_a",
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let purge = delete_as_operator(&app, "/admin/cache/conversations/conv_a").await;
     assert_eq!(purge.status(), 200);
     assert_eq!(purge.json::<Value>().await.unwrap(), json!({"purged": 4}));
     for (path, key) in reads {
@@ -264,13 +257,7 @@ async fn purging_a_conversation_drops_every_variant_and_credential() {
         series(&text, r#"ayra_cache_evictions_total{cause="purge"}"#),
         4.0
     );
-    let bad = admin(
-        &app,
-        reqwest::Method::DELETE,
-        "/admin/cache/conversations/a.b",
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let bad = delete_as_operator(&app, "/admin/cache/conversations/a.b").await;
     assert_eq!(bad.status(), 400);
 }
 
@@ -293,13 +280,7 @@ async fn a_purge_reaches_entries_the_workers_serve_from_their_hot_maps() {
         }
     }
     assert_eq!(standin.requests_for("conv_a").await, 3);
-    let purge = admin(
-        &app,
-        reqwest::Method::DELETE,
-        "/admin/cache/conversations/conv_a",
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let purge = delete_as_operator(&app, "/admin/cache/conversations/conv_a").await;
     assert_eq!(purge.json::<Value>().await.unwrap(), json!({"purged": 3}));
     // Three lookups in a row: at most one of them is the one in sixteen
     // that goes to moka, so a map answering after the purge would show.
@@ -336,13 +317,7 @@ async fn purging_everything_and_the_stats() {
     assert_eq!(stats["hit_ratio"], 0.25);
     assert_eq!(stats["upstream_errors"], 0);
     assert!(stats["uptime_seconds"].is_u64());
-    let purge = admin(
-        &app,
-        reqwest::Method::DELETE,
-        "/admin/cache",
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let purge = delete_as_operator(&app, "/admin/cache").await;
     assert_eq!(purge.json::<Value>().await.unwrap(), json!({"purged": 3}));
     let after = app.get("/v1/conversations/conv_2", Some(TOKEN)).await;
     assert_eq!(header(&after, "x-cache"), "MISS");
@@ -382,13 +357,7 @@ async fn stored_means_stored_even_when_another_conversation_is_purged_meanwhile(
     let slow = app.get("/v1/conversations/conv_slow", Some(TOKEN));
     let purge = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        admin(
-            &app,
-            reqwest::Method::DELETE,
-            "/admin/cache/conversations/conv_other",
-            Some(ADMIN_TOKEN),
-        )
-        .await
+        delete_as_operator(&app, "/admin/cache/conversations/conv_other").await
     };
     let (slow, purge) = tokio::join!(slow, purge);
     assert_eq!(purge.status(), 200);
@@ -408,13 +377,7 @@ async fn stored_means_stored_even_when_another_conversation_is_purged_meanwhile(
     let slow = app.get("/v1/conversations/conv_slow2", Some(TOKEN));
     let purge = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        admin(
-            &app,
-            reqwest::Method::DELETE,
-            "/admin/cache/conversations/conv_slow2",
-            Some(ADMIN_TOKEN),
-        )
-        .await
+        delete_as_operator(&app, "/admin/cache/conversations/conv_slow2").await
     };
     let (slow, _) = tokio::join!(slow, purge);
     assert_eq!(
