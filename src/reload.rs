@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::budget::Budgets;
-use crate::cache::lifetime_cap;
 use crate::config::Settings;
 use crate::live::{Live, LiveSettings};
 use crate::server::tls::CertResolver;
@@ -94,11 +93,6 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
         (
             "server.tls",
             old.server.tls.is_some() != new.server.tls.is_some(),
-        ),
-        // Lifetimes past the cap fixed at start apply only up to it.
-        (
-            "cache.max_ttl",
-            lifetime_cap(&new.cache) > lifetime_cap(&old.cache),
         ),
         // The Redis tier is connected once, at start.
         ("shared", old.shared != new.shared),

@@ -36,7 +36,7 @@ mod tasks;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::{CacheSettings, SharedSettings};
 use crate::domain::ConversationId;
@@ -100,16 +100,6 @@ pub(crate) struct Found {
     pub(crate) now: Instant,
 }
 
-/// moka's own cap on any entry's life, fixed at start: the longest fresh plus
-/// stale life the settings allow. Each entry's own instants end it earlier.
-pub fn lifetime_cap(settings: &CacheSettings) -> Duration {
-    settings
-        .max_ttl
-        .saturating_add(settings.stale_if_error)
-        .max(settings.in_progress_ttl)
-        .max(settings.not_found_ttl)
-}
-
 /// What a purge dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
@@ -148,7 +138,7 @@ impl Cache {
         };
         // Registered with or without a tier, so the series are always there.
         let tier_metrics = Arc::new(TierMetrics::register(&metrics));
-        let store = Store::new(settings.max_bytes, lifetime_cap(settings), on_evict);
+        let store = Store::new(settings.max_bytes, on_evict);
         let shared = shared.and_then(|settings| {
             SharedTier::start(settings, Arc::clone(&tier_metrics), &mut tasks)
                 .inspect_err(|_| {
@@ -373,6 +363,7 @@ async fn follow_purges(store: Store, mut notices: tokio::sync::broadcast::Receiv
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn cache_settings() -> CacheSettings {
         CacheSettings {

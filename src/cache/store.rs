@@ -139,20 +139,19 @@ pub enum PurgeScope<'a> {
 }
 
 impl Store {
-    /// A store holding at most `max_bytes` of entries, none longer than
-    /// `max_ttl`, telling `on_evict` why each entry left.
-    pub fn new(
-        max_bytes: u64,
-        max_ttl: Duration,
-        on_evict: impl Fn(EvictionCause) + Send + Sync + 'static,
-    ) -> Store {
+    /// A store holding at most `max_bytes` of entries, each until its own
+    /// `usable_until`, telling `on_evict` why each entry left.
+    pub fn new(max_bytes: u64, on_evict: impl Fn(EvictionCause) + Send + Sync + 'static) -> Store {
         let index = Arc::new(IdIndex::default());
         let listed = Arc::clone(&index);
         let entries = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &CacheKey, entry: &Arc<CachedResponse>| entry.weight())
+            // Each entry's own deadline is its only clock: no `time_to_live`
+            // beside it, so moka keeps no write-order list (one node less
+            // per entry, less work per insert and per read), and a reload
+            // that lengthens lifetimes applies in full.
             .expire_after(EntryDeadline)
-            .time_to_live(max_ttl)
             // moka tells of a replacement or a removal before the call
             // that made it returns, and of an eviction when it makes it:
             // the entry is retired, and no thread's hot entries answer with it.

@@ -1,6 +1,6 @@
 //! Live reload: SIGHUP applies the reloadable keys, names the others, and keeps the cache and connections.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -155,13 +155,23 @@ async fn sighup_reloads_the_binary_and_an_invalid_file_changes_nothing() {
 }
 
 #[tokio::test]
-async fn lifetimes_past_the_start_time_cap_are_named_for_a_restart() {
+async fn a_reload_that_lengthens_lifetimes_applies_in_full() {
+    // Started with entries fresh for 300 ms and no stale life, then reloaded
+    // to an hour: an entry stored after the reload outlives the lifetimes the
+    // proxy started with (a cap fixed at start would end it at 300 ms).
     let standin = StandIn::spawn().await;
-    let app = spawn_with(&ConfigFile::for_upstream(&standin.base_url())).await;
-    let mut shorter = ConfigFile::for_upstream(&standin.base_url());
-    shorter.set("cache.max_ttl", "\"10m\"");
-    assert!(app.reload(&shorter).needs_restart.is_empty());
-    let mut longer = ConfigFile::for_upstream(&standin.base_url());
-    longer.set("cache.max_ttl", "\"3h\"");
-    assert_eq!(app.reload(&longer).needs_restart, ["cache.max_ttl"]);
+    let mut start = ConfigFile::for_upstream(&standin.base_url());
+    start
+        .set("cache.max_ttl", "\"300ms\"")
+        .set("cache.stale_if_error", "\"0s\"")
+        .set("cache.refresh_ahead", "0");
+    let app = spawn_with(&start).await;
+    let mut longer = start.clone();
+    longer.set("cache.max_ttl", "\"1h\"");
+    assert!(app.reload(&longer).needs_restart.is_empty());
+    let path = "/v1/conversations/conv_longer";
+    let sent = Instant::now();
+    assert_eq!(header(&app.get(path, Some("t")).await, "x-cache"), "MISS");
+    tokio::time::sleep_until((sent + Duration::from_millis(900)).into()).await;
+    assert_eq!(header(&app.get(path, Some("t")).await, "x-cache"), "HIT");
 }

@@ -38,7 +38,7 @@ fn plain_rules() -> CacheRules {
 
 fn fetcher(clock: &Clock) -> Fetcher {
     Fetcher {
-        store: Store::new(1 << 24, 7200 * SECOND, |_| {}),
+        store: Store::new(1 << 24, |_| {}),
         metrics: Arc::new(Metrics::new()),
         precompressor: Arc::new(Precompressor::new()),
         shared: None,

@@ -35,7 +35,7 @@ fn entry(size: usize, received_at: Instant, fresh_for: Duration) -> Arc<CachedRe
 
 #[tokio::test]
 async fn a_late_answer_never_replaces_a_newer_one_nor_survives_a_purge() {
-    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 20, |_| {});
     let t0 = Instant::now();
     let newer = entry(10, t0 + Duration::from_secs(1), Duration::from_secs(60));
     let older = entry(20, t0, Duration::from_secs(60));
@@ -60,7 +60,7 @@ async fn a_late_answer_never_replaces_a_newer_one_nor_survives_a_purge() {
 
 #[tokio::test]
 async fn a_long_purge_lets_the_threads_other_tasks_run_and_drops_only_what_it_picks() {
-    let store = Store::new(1 << 30, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 30, |_| {});
     let t0 = Instant::now();
     let count = 3 * PURGE_YIELD_EVERY;
     for n in 0..count {
@@ -85,7 +85,7 @@ async fn a_long_purge_lets_the_threads_other_tasks_run_and_drops_only_what_it_pi
 
 #[tokio::test]
 async fn a_purge_of_one_conversation_does_not_stop_another_from_storing() {
-    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 20, |_| {});
     let t0 = Instant::now();
     let b_epoch = store.epoch(&key("b").id);
     let a = key("a").id;
@@ -111,7 +111,7 @@ async fn a_purge_of_one_conversation_does_not_stop_another_from_storing() {
 
 #[tokio::test]
 async fn an_entry_past_its_deadline_is_not_returned() {
-    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 20, |_| {});
     let t0 = Instant::now();
     store
         .insert_unless_superseded(
@@ -129,7 +129,7 @@ async fn an_entry_past_its_deadline_is_not_returned() {
 
 #[tokio::test]
 async fn a_replaced_entry_takes_the_new_deadline() {
-    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 20, |_| {});
     let t0 = Instant::now();
     store
         .insert_unless_superseded(
@@ -152,7 +152,7 @@ async fn a_replaced_entry_takes_the_new_deadline() {
 
 #[tokio::test]
 async fn the_byte_bound_holds() {
-    let store = Store::new(100_000, Duration::from_secs(3600), |_| {});
+    let store = Store::new(100_000, |_| {});
     let t0 = Instant::now();
     for i in 0..100 {
         let id = format!("c{i}");
@@ -191,7 +191,7 @@ fn variant(id: &str, partition: Partition, transcript: bool) -> CacheKey {
 
 #[tokio::test]
 async fn a_purge_of_one_conversation_among_100_000_visits_only_its_own() {
-    let store = Store::new(1 << 32, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 32, |_| {});
     let t0 = Instant::now();
     for n in 0..100_000 {
         hold(
@@ -229,7 +229,7 @@ async fn a_purge_of_one_conversation_among_100_000_visits_only_its_own() {
 
 #[tokio::test]
 async fn the_index_follows_inserts_replacements_removals_and_moka_evictions() {
-    let store = Store::new(100_000, Duration::from_secs(3600), |_| {});
+    let store = Store::new(100_000, |_| {});
     let t0 = Instant::now();
     let a = key("a");
     hold(&store, a.clone(), entry(10, t0, Duration::from_secs(60))).await;
@@ -291,7 +291,7 @@ async fn read_hot(store: &Store, id: &str, now: Instant) -> Option<Arc<CachedRes
 
 #[tokio::test]
 async fn a_hot_entry_is_never_answered_after_the_store_changes() {
-    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 20, |_| {});
     let t0 = Instant::now();
     let minute = Duration::from_secs(60);
     let first = entry(10, t0, minute);
@@ -336,7 +336,7 @@ async fn a_hot_entry_is_never_answered_after_the_store_changes() {
 
 #[tokio::test]
 async fn an_entry_moka_evicts_is_retired() {
-    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 20, |_| {});
     // Fresh for an hour from when it is asked at, but moka lets it go half
     // a second from now, at its `usable_until`.
     let received = Instant::now() - Duration::from_secs(1);

@@ -108,7 +108,7 @@ fn variants() -> Vec<CacheKey> {
 #[test]
 fn a_fetch_begun_before_a_purge_is_never_held_after_it() {
     let runtime = Runtime::new().unwrap();
-    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 20, |_| {});
     let keys = variants();
     let mut rounds_held = 0;
     for round in 0..STORE_ROUNDS {
@@ -137,7 +137,7 @@ fn a_fetch_begun_before_a_purge_is_never_held_after_it() {
 #[test]
 fn an_upgrade_never_brings_back_an_entry_a_purge_dropped() {
     let runtime = Runtime::new().unwrap();
-    let store = Store::new(1 << 20, Duration::from_secs(3600), |_| {});
+    let store = Store::new(1 << 20, |_| {});
     let mut rounds_held = 0;
     for round in 0..ROUNDS {
         let current = fresh();
