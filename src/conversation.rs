@@ -72,10 +72,7 @@ pub(crate) fn serve<'a>(
         let Some(Found { entry, now }) = state.cache.lookup(&key).await else {
             return Box::pin(miss(state, live, key.owned(), credential, headers, ids)).await;
         };
-        let client = Client {
-            headers,
-            encodings: &rules.encodings,
-        };
+        let client = Client::new(headers, &rules.encodings);
         if client.wants_compression() {
             state.cache.precompress(&key, &entry, rules);
         }
@@ -99,10 +96,7 @@ async fn miss(
     headers: &HeaderMap,
     ids: &RequestIds,
 ) -> Outcome {
-    let client = Client {
-        headers,
-        encodings: &live.cache.encodings,
-    };
+    let client = Client::new(headers, &live.cache.encodings);
     let call = CallFor::Client;
     let (fetch, starter, note) = call_for(state, live, &key, &credential, ids, headers, call);
     let waiting = state.metrics.fetch_waiting();
@@ -242,16 +236,34 @@ struct Client<'a> {
     headers: &'a HeaderMap,
     /// The codings the proxy offers.
     encodings: &'a [Encoding],
+    /// The offered coding the client's `Accept-Encoding` prefers, read once
+    /// per request (a HIT both asks for it and answers in it).
+    preferred: Option<Encoding>,
 }
 
-impl Client<'_> {
+impl<'a> Client<'a> {
+    fn new(headers: &'a HeaderMap, encodings: &'a [Encoding]) -> Client<'a> {
+        let preferred = if encodings.is_empty() {
+            None
+        } else {
+            let accept_encoding = headers
+                .get(header::ACCEPT_ENCODING)
+                .and_then(|value| value.to_str().ok());
+            negotiate(accept_encoding, encodings)
+        };
+        Client {
+            headers,
+            encodings,
+            preferred,
+        }
+    }
+
     /// The entry as this client should get it: in the coding it prefers if
     /// that variant is ready, or a 304 if it already holds that representation.
     fn response(&self, entry: &CachedResponse, now: Instant) -> Response<ResponseBody> {
-        let variant = entry
-            .compressible()
-            .then(|| negotiate(self.accept_encoding(), self.encodings))
-            .flatten()
+        let variant = self
+            .preferred
+            .filter(|_| entry.compressible())
             .and_then(|encoding| entry.variant(encoding));
         let (body, etag) = match variant {
             Some(variant) => (variant.body(), Some(variant.etag())),
@@ -313,13 +325,7 @@ impl Client<'_> {
 
     /// Whether the client accepts one of the offered codings.
     fn wants_compression(&self) -> bool {
-        negotiate(self.accept_encoding(), self.encodings).is_some()
-    }
-
-    fn accept_encoding(&self) -> Option<&str> {
-        self.headers
-            .get(header::ACCEPT_ENCODING)
-            .and_then(|value| value.to_str().ok())
+        self.preferred.is_some()
     }
 }
 
