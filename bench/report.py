@@ -81,6 +81,11 @@ def hits_rounds(hits, add):
             add(f"  rounds req/s {label:13}: " + ", ".join(f"{r['rps']:.0f}" for r in hits[key]["runs"])
                 + " | ayra / it per round " + ", ".join(f"{x:.2f}" for x in hits["pair_ratios"][key]))
     add(f"  rounds req/s {'ayra-cache':13}: " + ", ".join(f"{r['rps']:.0f}" for r in hits["ayra"]["runs"]))
+    cpu = {key: [r["user_us"] + r["sys_us"] for r in hits[key]["runs"]]
+           for key in ("ayra", "nginx_tuned", "ceiling") if key in hits}
+    if "ceiling" in cpu:
+        add("  rounds CPU us/HIT: " + " | ".join(f"{key} " + ", ".join(f"{x:.1f}" for x in xs) for key, xs in cpu.items())
+            + " | ayra / ceiling per round " + ", ".join(f"{a / c:.2f}" for a, c in zip(cpu["ayra"], cpu["ceiling"])))
     add("  rounds p99 ms: " + " | ".join(
         f"{label} " + ", ".join(f"{r['p99_us'] / 1000:.2f}" for r in hits[key]["runs"])
         for key, label in (("ayra", "ayra"), ("nginx_tuned", "nginx tuned"), ("ceiling", "ceiling")) if key in hits))

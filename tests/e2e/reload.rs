@@ -174,4 +174,5 @@ async fn a_reload_that_lengthens_lifetimes_applies_in_full() {
     assert_eq!(header(&app.get(path, Some("t")).await, "x-cache"), "MISS");
     tokio::time::sleep_until((sent + Duration::from_millis(900)).into()).await;
     assert_eq!(header(&app.get(path, Some("t")).await, "x-cache"), "HIT");
+    assert_eq!(standin.requests_for("conv_longer").await, 1);
 }
