@@ -20,8 +20,12 @@ static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// headers, the access event and the request metrics, once.
 #[derive(Debug)]
 pub(crate) struct Outcome {
-    /// The response, or the error the proxy answers with.
-    pub(crate) answer: Result<Response<ResponseBody>, ProxyError>,
+    /// The response, or the error the proxy answers with. Boxed: an
+    /// outcome is handed up by value through every level of the request
+    /// path, and a response is nearly two hundred bytes that each level would
+    /// copy (with the box, an outcome is small enough to move in registers;
+    /// see docs/decisions.md).
+    pub(crate) answer: Result<Box<Response<ResponseBody>>, ProxyError>,
     /// What the cache did, when the request reached it.
     pub(crate) cache: Option<CacheStatus>,
     /// Time spent on the upstream exchange this request waited for.
@@ -35,9 +39,9 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     /// A response, before the cache or the upstream had a say.
-    pub(crate) fn answered(response: Response<ResponseBody>) -> Outcome {
+    pub(crate) fn answered(response: impl Into<Box<Response<ResponseBody>>>) -> Outcome {
         Outcome {
-            answer: Ok(response),
+            answer: Ok(response.into()),
             cache: None,
             upstream: None,
             leader_trace: None,
@@ -89,8 +93,10 @@ pub(crate) struct AccessRecord {
     /// any upstream call made for it carry.
     ids: RequestIds,
     method: http::Method,
-    /// The request target, shared with the request (no copy); only its path is logged.
-    uri: http::Uri,
+    /// The request target, shared with the request (no copy); only its path
+    /// is logged. Kept only when the access event is on as the request
+    /// arrives: the level in force then decides whether it is logged.
+    uri: Option<http::Uri>,
 }
 
 impl AccessRecord {
@@ -100,7 +106,8 @@ impl AccessRecord {
         AccessRecord {
             ids: RequestIds::of(request.headers()),
             method: request.method().clone(),
-            uri: request.uri().clone(),
+            uri: tracing::enabled!(target: "ayra_cache::access", tracing::Level::INFO)
+                .then(|| request.uri().clone()),
         }
     }
 
@@ -131,6 +138,11 @@ impl AccessRecord {
     /// Emits the access event. A request that joined another's exchange
     /// logs that one's trace id when it came with a trace of its own.
     pub(crate) fn emit(&self, answered: &Answered) {
+        // Off when the request arrived: not logged, even if the level was
+        // raised since (by a reload).
+        let Some(uri) = &self.uri else {
+            return;
+        };
         let cache = answered.cache;
         // By reference: nothing is copied unless the event is enabled.
         let trace = self.ids.trace.as_ref();
@@ -143,7 +155,7 @@ impl AccessRecord {
             trace_id = trace.map(|trace| display(trace.trace_id_hex())),
             parent_id = trace.map(|trace| display(trace.parent_id_hex())),
             method = self.method.as_str(),
-            path = self.uri.path(),
+            path = uri.path(),
             route = answered.route.as_str(),
             status = answered.status.as_u16(),
             cache = cache.map_or("none", |c| c.result.label()),

@@ -55,9 +55,9 @@ impl AdminState {
 impl Respond for AdminState {
     fn respond(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        request: Box<Request<Incoming>>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send {
-        handle(self, request)
+        handle(self, *request)
     }
 
     fn refuse(&self, refusal: HeadRefusal) -> Response<ResponseBody> {

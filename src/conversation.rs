@@ -13,7 +13,7 @@ use crate::budget::ExhaustedOutcome;
 use crate::cache::coalescing::Role;
 use crate::cache::encoding::{negotiate, Encoding};
 use crate::cache::entry::{CachedResponse, Freshness};
-use crate::cache::key::{self, CacheKey, KeyRef};
+use crate::cache::key::{self, BypassReason, CacheKey, KeyRef};
 use crate::cache::representation::not_modified;
 use crate::cache::seconds;
 use crate::cache::status::{CacheResult, CacheStatus};
@@ -30,7 +30,10 @@ use crate::upstream::UpstreamError;
 /// Answers a conversation read from the cache, or from one shared upstream
 /// fetch; returns the answer with what the cache and the upstream did. An
 /// upstream call made for it (a fetch it starts, a refresh it triggers)
-/// carries its `ids`; neither keys nor is stored with the answer.
+/// carries its `ids`; neither keys nor is stored with the answer. A read
+/// whose query the cache cannot key is not answered here: the reason comes
+/// back, and the caller, which owns the request, forwards it with
+/// [`bypass`] (the request is only borrowed here, and `id` borrows from it).
 ///
 /// A HIT is answered in here; everything that calls the upstream (a MISS,
 /// a bypass) runs boxed: held inline, its few KB of state would be part of
@@ -43,23 +46,13 @@ use crate::upstream::UpstreamError;
 pub(crate) fn serve<'a>(
     state: &'a AppState,
     live: &'a Live,
-    request: Box<Request<Incoming>>,
+    request: &'a Request<Incoming>,
     id: ConversationIdRef<'a>,
-    credential: Credential,
+    credential: &'a Credential,
     ids: &'a RequestIds,
-) -> impl Future<Output = Outcome> + Send + 'a {
+) -> impl Future<Output = Result<Outcome, BypassReason>> + Send + 'a {
     async move {
-        let flags = match key::read_flags(request.uri().query()) {
-            Ok(flags) => flags,
-            Err(reason) => {
-                let bypass = CacheStatus {
-                    detail: Some(reason.as_str()),
-                    ..CacheStatus::new(CacheResult::Bypass)
-                };
-                let forward = state.passthrough.forward(live, *request, &credential, ids);
-                return Box::pin(forward).await.with_cache(bypass);
-            }
-        };
+        let flags = key::read_flags(request.uri().query())?;
         // The body of a read is never used; the headers pick the representation.
         let headers = request.headers();
         // Borrowed: a HIT makes no key of its own; a fetch or a refresh does.
@@ -70,7 +63,7 @@ pub(crate) fn serve<'a>(
         };
         let rules = &live.cache;
         let Some(Found { entry, now }) = state.cache.lookup(&key).await else {
-            return Box::pin(miss(state, live, key.owned(), credential, headers, ids)).await;
+            return Ok(Box::pin(miss(state, live, key.owned(), credential, headers, ids)).await);
         };
         let client = Client::new(headers, &rules.encodings);
         if client.wants_compression() {
@@ -79,11 +72,32 @@ pub(crate) fn serve<'a>(
         let refreshing = rules.wants_refresh(&entry, now) && {
             let call = CallFor::Refresh;
             let key = key.owned();
-            let (fetch, starter, _) = call_for(state, live, &key, &credential, ids, headers, call);
+            let (fetch, starter, _) = call_for(state, live, &key, credential, ids, headers, call);
             state.cache.refresh(key, starter, fetch, rules)
         };
-        hit(&entry, &client, refreshing, now)
+        Ok(hit(&entry, &client, refreshing, now))
     }
+}
+
+/// A conversation read whose query the cache cannot key (`reason`):
+/// forwarded as it came, never cached.
+pub(crate) async fn bypass(
+    state: &AppState,
+    live: &Live,
+    request: Request<Incoming>,
+    credential: &Credential,
+    ids: &RequestIds,
+    reason: BypassReason,
+) -> Outcome {
+    let bypass = CacheStatus {
+        detail: Some(reason.as_str()),
+        ..CacheStatus::new(CacheResult::Bypass)
+    };
+    let forwarded = state
+        .passthrough
+        .forward(live, request, credential, ids)
+        .await;
+    forwarded.with_cache(bypass)
 }
 
 /// A conversation read the cache could not answer: one shared upstream
@@ -92,13 +106,13 @@ async fn miss(
     state: &AppState,
     live: &Live,
     key: CacheKey,
-    credential: Credential,
+    credential: &Credential,
     headers: &HeaderMap,
     ids: &RequestIds,
 ) -> Outcome {
     let client = Client::new(headers, &live.cache.encodings);
     let call = CallFor::Client;
-    let (fetch, starter, note) = call_for(state, live, &key, &credential, ids, headers, call);
+    let (fetch, starter, note) = call_for(state, live, &key, credential, ids, headers, call);
     let waiting = state.metrics.fetch_waiting();
     let fetched = state.cache.fetch(key, starter, fetch, &live.cache).await;
     drop(waiting);
@@ -260,7 +274,8 @@ impl<'a> Client<'a> {
 
     /// The entry as this client should get it: in the coding it prefers if
     /// that variant is ready, or a 304 if it already holds that representation.
-    fn response(&self, entry: &CachedResponse, now: Instant) -> Response<ResponseBody> {
+    /// Built in its box: see [`Outcome::answer`].
+    fn response(&self, entry: &CachedResponse, now: Instant) -> Box<Response<ResponseBody>> {
         let variant = self
             .preferred
             .filter(|_| entry.compressible())
@@ -272,7 +287,7 @@ impl<'a> Client<'a> {
         let mut response = match etag.filter(|etag| not_modified(self.headers, etag)) {
             Some(etag) => not_modified_response(etag),
             None => {
-                let mut response = Response::new(ResponseBody::new(body.to_buf()));
+                let mut response = Box::new(Response::new(ResponseBody::new(body.to_buf())));
                 *response.status_mut() = entry.status();
                 let headers = response.headers_mut();
                 // Room for the entry's headers and what the proxy adds to a HIT.
@@ -300,7 +315,11 @@ impl<'a> Client<'a> {
 
     /// The answer that was just stored: as the upstream sent it, with the
     /// entry's ETag, or a 304 when the client already holds it.
-    fn stored_miss(&self, entry: &CachedResponse, upstream: &Fetched) -> Response<ResponseBody> {
+    fn stored_miss(
+        &self,
+        entry: &CachedResponse,
+        upstream: &Fetched,
+    ) -> Box<Response<ResponseBody>> {
         let Some(etag) = entry.etag() else {
             return as_response(upstream);
         };
@@ -329,16 +348,16 @@ impl<'a> Client<'a> {
     }
 }
 
-fn not_modified_response(etag: &HeaderValue) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::default());
+fn not_modified_response(etag: &HeaderValue) -> Box<Response<ResponseBody>> {
+    let mut response = Box::new(Response::new(ResponseBody::default()));
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     response.headers_mut().insert(header::ETAG, etag.clone());
     response
 }
 
 /// A fetched answer as the client gets it: status, headers and body as received.
-fn as_response(fetched: &Fetched) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::from(fetched.body.clone()));
+fn as_response(fetched: &Fetched) -> Box<Response<ResponseBody>> {
+    let mut response = Box::new(Response::new(ResponseBody::from(fetched.body.clone())));
     *response.status_mut() = fetched.status;
     *response.headers_mut() = fetched.headers.clone();
     response

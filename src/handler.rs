@@ -27,7 +27,7 @@ const MAX_TARGET_BYTES: usize = 8 * 1024;
 impl Respond for AppState {
     fn respond(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        request: Box<Request<Incoming>>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send {
         handle(self, request)
     }
@@ -58,19 +58,17 @@ pub fn refused_head(refusal: HeadRefusal) -> Response<ResponseBody> {
 )]
 pub fn handle(
     state: Arc<AppState>,
-    request: Request<Incoming>,
+    request: Box<Request<Incoming>>,
 ) -> impl Future<Output = Response<ResponseBody>> + Send {
     async move {
         let started = Instant::now();
         let record = AccessRecord::start(&request);
-        // Boxed: the steps below each hold it, and a request is a few
-        // hundred bytes that every level's future would otherwise copy.
-        let (route, outcome) = route(&state, Box::new(request), record.ids()).await;
+        let (route, outcome) = route(&state, request, record.ids()).await;
         let (mut response, error) = match outcome.answer {
             Ok(response) => (response, None),
             Err(error) => {
                 let code = error.code();
-                (error.into_response(), Some(code))
+                (Box::new(error.into_response()), Some(code))
             }
         };
         let latency = started.elapsed();
@@ -91,7 +89,7 @@ pub fn handle(
             latency,
         );
         record.decorate(&mut response, outcome.cache.as_ref());
-        response
+        *response
     }
 }
 
@@ -116,9 +114,7 @@ fn route<'a>(
         }
 
         // Only the path decides: an absolute-form target's host is never used.
-        // A clone of the target shares its bytes: no copy.
-        let uri = request.uri().clone();
-        let path = uri.path();
+        let path = request.uri().path();
         // One consistent set of live settings for the whole request. A
         // guard, not a clone of the `Arc`: a clone would write the one
         // reference count every worker shares, on every request.
@@ -132,7 +128,21 @@ fn route<'a>(
             Route::Health | Route::NotFound => Outcome::failed(ProxyError::NotFound),
             Route::Conversation(raw_id) => match conversation_target(&live, &request, raw_id) {
                 Ok((credential, id)) if is_read(request.method()) => {
-                    conversation::serve(state, &live, request, id, credential, ids).await
+                    match conversation::serve(state, &live, &request, id, &credential, ids).await {
+                        Ok(outcome) => outcome,
+                        // Boxed: see `conversation::serve`.
+                        Err(reason) => {
+                            let forward = conversation::bypass(
+                                state,
+                                &live,
+                                *request,
+                                &credential,
+                                ids,
+                                reason,
+                            );
+                            Box::pin(forward).await
+                        }
+                    }
                 }
                 // Boxed: see `conversation::serve`.
                 Ok((credential, _)) => {
@@ -141,7 +151,7 @@ fn route<'a>(
                 Err(error) => Outcome::failed(error),
             },
             // Boxed: see `conversation::serve`.
-            Route::PassThrough => Box::pin(pass_through_route(state, &live, *request, path, ids))
+            Route::PassThrough => Box::pin(pass_through_route(state, &live, *request, ids))
                 .await
                 .unwrap_or_else(Outcome::failed),
         };
@@ -182,12 +192,11 @@ async fn pass_through_route(
     state: &AppState,
     live: &Live,
     request: Request<Incoming>,
-    path: &str,
     ids: &RequestIds,
 ) -> Result<Outcome, ProxyError> {
     refuse_unforwardable_method(request.method())?;
     let credential = live.auth.credential(request.headers())?;
-    route::check_forwardable(path)?;
+    route::check_forwardable(request.uri().path())?;
     let forwarded = state
         .passthrough
         .forward(live, request, &credential, ids)

@@ -102,7 +102,7 @@ pub(super) async fn serve<R: Respond>(
 )]
 fn answer<R: Respond>(
     responder: Arc<R>,
-    request: Request<Incoming>,
+    request: Box<Request<Incoming>>,
     refused: bool,
     busy: BusyGuard,
     peer: SocketAddr,
@@ -148,7 +148,14 @@ impl<R: Respond> Served<R> {
             service_fn(move |request: Request<Incoming>| {
                 let refused = handoff.request_seen(&request.body().size_hint());
                 let busy = activity.request_started();
-                answer(Arc::clone(&responder), request, refused, busy, peer)
+                // Boxed once here: see `Respond::respond`.
+                answer(
+                    Arc::clone(&responder),
+                    Box::new(request),
+                    refused,
+                    busy,
+                    peer,
+                )
             })
         };
         let builder = protocols(&limits);

@@ -46,9 +46,11 @@ use workers::Workers;
 /// state, not copy it.
 pub trait Respond: Clone + Send + Sync + 'static {
     /// The response to `request`; errors are already turned into responses.
+    /// The request comes boxed: it is a few hundred bytes that every level
+    /// of the handler's future would otherwise copy (see docs/decisions.md).
     fn respond(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        request: Box<Request<Incoming>>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send;
 
     /// The answer to a request whose head the transport refused before it

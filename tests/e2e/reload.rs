@@ -176,3 +176,61 @@ async fn a_reload_that_lengthens_lifetimes_applies_in_full() {
     assert_eq!(header(&app.get(path, Some("t")).await, "x-cache"), "HIT");
     assert_eq!(standin.requests_for("conv_longer").await, 1);
 }
+
+#[tokio::test]
+async fn the_level_in_force_when_a_request_arrives_decides_its_access_event() {
+    // A request under way while a reload raises the level from warn to info
+    // is not logged (the proxy keeps what an access event needs only for
+    // requests that arrive with it on); the next one is.
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let standin = StandIn::spawn().await;
+    standin
+        .set("conv_during", serde_json::json!({"delay_ms": 800}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut config = ConfigFile::for_upstream(&standin.base_url());
+    config
+        .set("server.listen", &format!("\"127.0.0.1:{port}\""))
+        .set("log.level", "\"warn\"");
+    let path = config.write(&dir);
+    let mut running = start(&path, &[], format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let client = reqwest::Client::new();
+    let url = |id: &str| format!("http://127.0.0.1:{port}/v1/conversations/{id}");
+    let during = tokio::spawn(client.get(url("conv_during")).bearer_auth("t").send());
+    // Under way: the upstream has its call (and holds it for 800 ms).
+    let deadline = Instant::now() + LOG_WAIT;
+    while standin.requests_for("conv_during").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    config.set("log.level", "\"info\"");
+    std::fs::write(&path, config.render()).unwrap();
+    let mark = running.log.so_far().len();
+    kill(Pid::from_raw(running.child.id() as i32), Signal::SIGHUP).unwrap();
+    running
+        .log
+        .line_after(mark, &["\"config reloaded\""], LOG_WAIT)
+        .await;
+    let answered = during.await.unwrap().unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(
+        standin.requests_for("conv_during").await,
+        1,
+        "still one call"
+    );
+    let after = client.get(url("conv_after")).bearer_auth("t").send();
+    assert_eq!(after.await.unwrap().status(), 200);
+    running
+        .log
+        .line_after(mark, &["ayra_cache::access", "conv_after"], LOG_WAIT)
+        .await;
+    // Its event, had there been one, came before the next request's.
+    let logs = running.log.so_far();
+    assert!(!logs.contains("/v1/conversations/conv_during"), "{logs}");
+    running.stop();
+}
