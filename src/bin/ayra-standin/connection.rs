@@ -20,12 +20,12 @@ pub async fn serve(mut stream: TcpStream, state: Arc<State>) {
             Err(ReadError::Rejected(response)) => {
                 tracing::debug!(status = response.status, "request rejected");
                 // The connection is closed just after; a failed write changes nothing.
-                let _ = write_response(&mut stream, response, Persistence::Close).await;
+                let _ = write_response(&mut stream, response, Persistence::Close, None).await;
                 return;
             }
         };
         let persistence = requested_persistence(&request);
-        let _in_flight = request
+        let in_flight = request
             .path
             .starts_with("/v1/")
             .then(|| state.enter_api_request());
@@ -36,7 +36,7 @@ pub async fn serve(mut stream: TcpStream, state: Arc<State>) {
             status = response.status,
             "answering"
         );
-        match write_response(&mut stream, response, persistence).await {
+        match write_response(&mut stream, response, persistence, in_flight).await {
             Ok(Persistence::KeepAlive | Persistence::KeepAliveAnnounced) => {}
             Ok(Persistence::Close) => {
                 // The peer may be gone already; there is nothing left to tell it.

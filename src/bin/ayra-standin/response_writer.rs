@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::response::{Body, Delivery, Response};
+use crate::state::InFlight;
 
 /// Bodies up to this size are written with the head in one syscall.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -25,11 +26,15 @@ pub enum Persistence {
 }
 
 /// Writes `response`; `persistence` is what the request asked for. Returns
-/// whether the connection can carry another request.
+/// whether the connection can carry another request. An API request stops
+/// counting as in flight (`in_flight`) as its whole answer goes out: the
+/// client may read all of it, and send its next request, before this task
+/// runs again after the write.
 pub async fn write_response(
     stream: &mut TcpStream,
     mut response: Response,
     persistence: Persistence,
+    in_flight: Option<InFlight>,
 ) -> io::Result<Persistence> {
     if !response.delay.is_zero() {
         tokio::time::sleep(response.delay).await;
@@ -47,6 +52,7 @@ pub async fn write_response(
     };
     match response.delivery {
         Delivery::Complete => {
+            drop(in_flight);
             write_complete(stream, &response, full_len, &body, persistence).await?;
             Ok(persistence)
         }
