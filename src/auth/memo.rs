@@ -10,8 +10,6 @@
 
 use std::cell::RefCell;
 
-use subtle::ConstantTimeEq;
-
 use crate::domain::Fingerprint;
 
 /// Credentials longer than this are hashed every time, never held.
@@ -37,7 +35,7 @@ pub(super) fn fingerprint(credential: &[u8]) -> Fingerprint {
         let mut last = last.borrow_mut();
         if let Some(held) = last.fingerprint {
             // Lengths differ: unequal at once (a credential's length is no secret).
-            if bool::from(last.bytes.as_slice().ct_eq(credential)) {
+            if constant_time_eq::constant_time_eq(&last.bytes, credential) {
                 return held;
             }
         }

@@ -42,6 +42,8 @@ pub struct CachedResponse {
     body: StoredBody,
     received_at: Instant,
     upstream_age: Duration,
+    /// `fresh_until - received_at`, kept: a HIT weighs its life left against it.
+    fresh_for: Duration,
     fresh_until: Instant,
     usable_until: Instant,
     hard: Option<Instant>,
@@ -130,6 +132,7 @@ impl CachedResponse {
             body,
             received_at,
             upstream_age,
+            fresh_for: lifetime.fresh_for,
             fresh_until: received_at + lifetime.fresh_for,
             usable_until: received_at + lifetime.usable_for,
             hard: lifetime.hard_in.map(|hard| received_at + hard),
@@ -148,6 +151,7 @@ impl CachedResponse {
             body: self.body.clone(),
             received_at: self.received_at,
             upstream_age: self.upstream_age,
+            fresh_for: self.fresh_for,
             fresh_until: self.fresh_until,
             usable_until: self.usable_until,
             hard: self.hard,
@@ -238,10 +242,9 @@ impl CachedResponse {
         if self.kind != EntryKind::Complete || fraction <= 0.0 {
             return false;
         }
-        let fresh_life = self.fresh_until.saturating_duration_since(self.received_at);
         // In seconds as floats: `Duration::mul_f64` checks and rounds to
         // nanoseconds, which cost every HIT about 150 instructions.
-        self.time_to_live(now).as_secs_f64() < fresh_life.as_secs_f64() * fraction
+        self.time_to_live(now).as_secs_f64() < self.fresh_for.as_secs_f64() * fraction
     }
 
     /// When the entry stops being a plain HIT.

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Activity, BusyGuard, OnExpiry, Tracked};
+use super::check_timer::CheckTimer;
 use super::head_gate::{Handoff, HeadGate};
 use super::limits::ConnectionLimits;
 use super::stop_signal::StopSignal;
@@ -173,10 +174,12 @@ impl<R: Respond> Served<R> {
         };
         let first_check =
             Activity::next_check(due(false, None).map(|(at, _)| at), Instant::now(), &limits);
-        let check = tokio::time::sleep_until(first_check.into());
-        tokio::pin!(check);
+        let mut check = CheckTimer::at(first_check);
         loop {
             tokio::select! {
+                // In this order, every wake-up: the connection is what wakes
+                // the task nearly always, and no random start is drawn.
+                biased;
                 result = connection.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "connection ended with an error");
@@ -187,7 +190,7 @@ impl<R: Respond> Served<R> {
                     draining = true;
                     connection.as_mut().graceful_shutdown();
                 }
-                () = check.as_mut() => {
+                () = check.fired() => {
                     let now = Instant::now();
                     match due(draining, close_by) {
                         Some((at, OnExpiry::Close)) if at <= now => {
@@ -202,7 +205,7 @@ impl<R: Respond> Served<R> {
                         _ => {}
                     }
                     let deadline = due(draining, close_by).map(|(at, _)| at);
-                    check.as_mut().reset(Activity::next_check(deadline, now, &limits).into());
+                    check.reset(Activity::next_check(deadline, now, &limits));
                 }
             }
         }

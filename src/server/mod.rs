@@ -8,6 +8,7 @@
 //! lets open requests finish within a grace.
 
 mod activity;
+mod check_timer;
 mod connection;
 mod connection_clock;
 mod framing;
