@@ -10,7 +10,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,9 @@ use tokio::net::TcpStream;
 
 use super::connection_clock::ConnectionClock;
 use super::limits::ConnectionLimits;
+use phase::{Phase, SharedPhase};
+
+mod phase;
 
 /// What to do when a connection's deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,21 +32,9 @@ pub(super) enum OnExpiry {
     Drain,
 }
 
-/// Where a connection is in its request cycle; times are [`ConnectionClock`] milliseconds.
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    /// Waiting for the first byte of a request head.
-    Idle { since_ms: u64, first: bool },
-    /// Some of a request head arrived.
-    ReadingHead { since_ms: u64 },
-    /// Requests are being answered; `read_more` when bytes of a next
-    /// (pipelined) request arrived meanwhile.
-    Busy { requests: usize, read_more: bool },
-}
-
 /// The connection's phase, shared by its IO and its service.
 pub(super) struct Activity {
-    phase: Mutex<Phase>,
+    phase: SharedPhase,
     /// Time since the connection was accepted, read cheaply on every change.
     clock: ConnectionClock,
     /// When the last byte was written, on `clock`.
@@ -53,7 +44,7 @@ pub(super) struct Activity {
 impl Activity {
     pub fn new() -> Activity {
         Activity {
-            phase: Mutex::new(Phase::Idle {
+            phase: SharedPhase::new(Phase::Idle {
                 since_ms: 0,
                 first: true,
             }),
@@ -62,27 +53,17 @@ impl Activity {
         }
     }
 
-    fn update(&self, change: impl FnOnce(Phase) -> Phase) {
-        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
-        *phase = change(*phase);
-    }
-
     fn bytes_read(&self) {
-        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
-        match *phase {
-            Phase::Idle { .. } => {
-                *phase = Phase::ReadingHead {
-                    since_ms: self.clock.now_ms(),
-                };
-            }
-            Phase::Busy { requests, .. } => {
-                *phase = Phase::Busy {
-                    requests,
-                    read_more: true,
-                };
-            }
-            Phase::ReadingHead { .. } => {}
-        }
+        self.phase.update(|phase| match phase {
+            Phase::Idle { .. } => Phase::ReadingHead {
+                since_ms: self.clock.now_ms(),
+            },
+            Phase::Busy { requests, .. } => Phase::Busy {
+                requests,
+                read_more: true,
+            },
+            Phase::ReadingHead { .. } => phase,
+        });
     }
 
     fn bytes_written(&self) {
@@ -95,7 +76,7 @@ impl Activity {
 
     /// A request's head was read; the guard marks its end when dropped.
     pub fn request_started(self: &Arc<Self>) -> BusyGuard {
-        self.update(|phase| match phase {
+        self.phase.update(|phase| match phase {
             Phase::Busy {
                 requests,
                 read_more,
@@ -135,7 +116,7 @@ impl Activity {
 
     /// When the connection is next due to be cut, and how.
     pub fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, OnExpiry)> {
-        match *self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
+        match self.phase.get() {
             Phase::Idle {
                 since_ms,
                 first: true,
@@ -165,7 +146,7 @@ pub(super) struct BusyGuard(Arc<Activity>);
 impl Drop for BusyGuard {
     fn drop(&mut self) {
         let clock = &self.0.clock;
-        self.0.update(|phase| match phase {
+        self.0.phase.update(|phase| match phase {
             Phase::Busy {
                 requests,
                 read_more,
