@@ -1,27 +1,28 @@
 //! A connection's check timer as its task waits for it: polled only when it may have fired.
 //!
 //! A connection's task is polled every time its socket is ready, and each
-//! poll also polled the timer that looks at the connection's [`Activity`]
-//! (crate::server::activity): tokio's `Sleep` re-registers the task's waker
+//! poll also polled the timer that looks at the connection's
+//! [`Activity`](super::activity::Activity): tokio's `Sleep` re-registers the task's waker
 //! on every poll, about a hundred instructions and two atomic writes per
 //! request. Here the timer is polled again only when it fired (read from
 //! its state, lock-free), when it was reset, or when the task's waker changed
-//! (tokio's stays the same for a task's whole life); until then the timer
-//! holds the waker of the last poll, and firing wakes the task through it.
-//! The same pattern as [`StopSignal`](super::stop_signal::StopSignal).
+//! ([`LastWaker`]); until then the timer holds the waker of the last poll,
+//! and firing wakes the task through it.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::time::Sleep;
+
+use super::last_waker::LastWaker;
 
 /// Fires at its deadline; [`CheckTimer::reset`] sets the next one.
 pub(super) struct CheckTimer {
     sleep: Pin<Box<Sleep>>,
     /// The waker `sleep` was last polled with, since it was last reset.
-    registered: Option<Waker>,
+    registered: LastWaker,
 }
 
 impl CheckTimer {
@@ -29,21 +30,16 @@ impl CheckTimer {
     pub fn at(at: Instant) -> CheckTimer {
         CheckTimer {
             sleep: Box::pin(tokio::time::sleep_until(at.into())),
-            registered: None,
+            registered: LastWaker::default(),
         }
     }
 
     /// Ready once the deadline has passed; until [`CheckTimer::reset`], ready every poll.
     pub fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let may_have_fired = self.sleep.is_elapsed();
-        if !may_have_fired {
-            if let Some(waker) = &self.registered {
-                if waker.will_wake(cx.waker()) {
-                    return Poll::Pending;
-                }
-            }
+        if !may_have_fired && self.registered.holds(cx) {
+            return Poll::Pending;
         }
-        self.registered = Some(cx.waker().clone());
         self.sleep.as_mut().poll(cx)
     }
 
@@ -55,7 +51,7 @@ impl CheckTimer {
     /// Moves the deadline to `at`; the next poll registers it.
     pub fn reset(&mut self, at: Instant) {
         self.sleep.as_mut().reset(at.into());
-        self.registered = None;
+        self.registered.forget();
     }
 }
 
@@ -64,6 +60,8 @@ mod tests {
     use std::time::Duration;
 
     use tokio::time::Instant as Clock;
+
+    use std::task::Waker;
 
     use super::*;
 

@@ -15,6 +15,7 @@ mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 mod head_gate;
+mod last_waker;
 mod limits;
 mod stop_signal;
 pub mod tls;

@@ -9,9 +9,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use tokio::sync::watch;
+
+use super::last_waker::LastWaker;
 
 /// Waits for the first change of the shutdown signal (or its sender's end).
 pub(super) struct StopSignal {
@@ -20,7 +22,7 @@ pub(super) struct StopSignal {
     /// Holds the task's place among the signal's waiters.
     waiting: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// The waker `waiting` was last polled with.
-    registered: Option<Waker>,
+    registered: LastWaker,
 }
 
 impl StopSignal {
@@ -31,7 +33,7 @@ impl StopSignal {
             waiting: Box::pin(async move {
                 let _ = waiter.changed().await;
             }),
-            registered: None,
+            registered: LastWaker::default(),
         }
     }
 
@@ -40,12 +42,9 @@ impl StopSignal {
         if self.probe.has_changed().unwrap_or(true) {
             return Poll::Ready(());
         }
-        if let Some(waker) = &self.registered {
-            if waker.will_wake(cx.waker()) {
-                return Poll::Pending;
-            }
+        if self.registered.holds(cx) {
+            return Poll::Pending;
         }
-        self.registered = Some(cx.waker().clone());
         self.waiting.as_mut().poll(cx)
     }
 
@@ -57,6 +56,8 @@ impl StopSignal {
 
 #[cfg(test)]
 mod tests {
+    use std::task::Waker;
+
     use super::*;
 
     /// A signal on a new channel, already polled once, pending, with a
