@@ -79,6 +79,25 @@ fn refresh_is_wanted_in_the_last_fraction_of_fresh_life() {
 }
 
 #[test]
+fn an_entry_with_its_compressed_copies_keeps_its_times_and_its_refresh_rule() {
+    let t0 = Instant::now();
+    let e = entry_with(&HeaderMap::new(), t0, lifetime(100, 200, Some(300)));
+    let compressed = e.with_variants(Vec::new());
+    assert_eq!(compressed.received_at(), e.received_at());
+    assert_eq!(compressed.fresh_until(), e.fresh_until());
+    assert_eq!(compressed.usable_until(), e.usable_until());
+    assert_eq!(compressed.hard(), e.hard());
+    for seconds in [89, 90, 91, 99] {
+        let at = t0 + SECOND * seconds;
+        assert_eq!(
+            compressed.wants_refresh(at, 0.1),
+            e.wants_refresh(at, 0.1),
+            "at {seconds} s"
+        );
+    }
+}
+
+#[test]
 fn age_counts_time_held_plus_the_upstream_age() {
     let t0 = Instant::now();
     let mut upstream = HeaderMap::new();
