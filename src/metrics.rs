@@ -2,20 +2,25 @@
 //!
 //! Parts hand plain labels (`&'static str` names, or the label enums here)
 //! and never their own types; a part with series of its own registers them
-//! with [`Metrics::register`]. Series on the request path are resolved once
-//! at start into arrays indexed by typed labels, so counting a request is an
-//! atomic add with no lookup. Labels are low-cardinality: never an id,
-//! never a credential.
+//! with [`Metrics::register`]. The two series every request adds to are
+//! counted per thread ([`request_series`]), in arrays indexed by typed
+//! labels: counting a request is a few stores no other thread makes, with
+//! no lookup and no lock. Labels are low-cardinality: never an id, never a
+//! credential.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
+
+mod request_series;
+
+use request_series::{RequestCounts, RequestDurations, RequestSeries, LATENCY_BOUNDS};
 
 /// The `route` label of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,18 +93,6 @@ pub struct UpstreamFault {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: &'static str,
-    cache: &'static str,
-    status: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CacheLabelSet {
-    cache: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -124,9 +117,6 @@ struct CauseLabel {
     cause: &'static str,
 }
 
-type RequestCounters =
-    [[[Counter; STATUS_CLASSES.len()]; CacheLabel::ALL.len()]; RouteLabel::ALL.len()];
-
 /// One request counted in `ayra_cache_fetch_waiting` while it lives.
 pub struct FetchWaiting(Gauge);
 
@@ -140,8 +130,8 @@ impl Drop for FetchWaiting {
 pub struct Metrics {
     /// Locked only to register a series and to encode them all.
     registry: Mutex<Registry>,
-    requests: RequestCounters,
-    request_duration: [Histogram; CacheLabel::ALL.len()],
+    /// `requests_total` and `request_duration_seconds`, counted per thread.
+    requests: Arc<RequestSeries>,
     upstream_duration: Family<OutcomeLabel, Histogram, fn() -> Histogram>,
     upstream_errors: Family<KindLabel, Counter>,
     /// Every upstream fault, whatever its kind (for the totals; not exported).
@@ -157,9 +147,9 @@ pub struct Metrics {
     started: Instant,
 }
 
-/// Latency buckets from 50 µs to about 13 s.
+/// Latency buckets from 50 µs to about 13 s, as the request series have them.
 fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+    Histogram::new(LATENCY_BOUNDS)
 }
 
 impl Default for Metrics {
@@ -172,36 +162,19 @@ impl Metrics {
     /// All metrics at zero, every request series present from the start.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("ayra_cache");
-        let request_family = Family::<RequestLabels, Counter>::default();
-        let requests = RouteLabel::ALL.map(|route| {
-            CacheLabel::ALL.map(|cache| {
-                STATUS_CLASSES.map(|status| {
-                    request_family.get_or_create_owned(&RequestLabels {
-                        route: route.as_str(),
-                        cache: cache.as_str(),
-                        status,
-                    })
-                })
-            })
-        });
-        registry.register("requests", "Requests answered", request_family);
-        let duration_family =
-            Family::<CacheLabelSet, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
-        let request_duration = CacheLabel::ALL.map(|cache| {
-            duration_family.get_or_create_owned(&CacheLabelSet {
-                cache: cache.as_str(),
-            })
-        });
+        let requests = Arc::new(RequestSeries::default());
+        registry.register(
+            "requests",
+            "Requests answered",
+            RequestCounts(Arc::clone(&requests)),
+        );
         registry.register(
             "request_duration_seconds",
             "Time to answer a request, by cache result",
-            duration_family,
+            RequestDurations(Arc::clone(&requests)),
         );
         let metrics = Metrics {
             requests,
-            request_duration,
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
             upstream_faults: Counter::default(),
@@ -291,8 +264,7 @@ impl Metrics {
         latency: Duration,
     ) {
         let class = usize::from(status.clamp(200, 599) / 100 - 2);
-        self.requests[route as usize][cache as usize][class].inc();
-        self.request_duration[cache as usize].observe(latency.as_secs_f64());
+        self.requests.count(route, cache, class, latency);
     }
 
     /// Times one upstream exchange, and counts it when it failed.
@@ -350,16 +322,16 @@ impl Metrics {
 
     /// The running totals an operator reads first.
     pub fn totals(&self) -> Totals {
-        let sum_cache = |cache: usize| -> u64 {
-            self.requests
-                .iter()
-                .flat_map(|by_cache| by_cache[cache].iter())
-                .map(Counter::get)
+        let sum_cache = |cache: CacheLabel| -> u64 {
+            RouteLabel::ALL
+                .into_iter()
+                .flat_map(|route| (0..STATUS_CLASSES.len()).map(move |class| (route, class)))
+                .map(|(route, class)| self.requests.requests(route, cache, class))
                 .sum()
         };
         Totals {
-            hits: sum_cache(CacheLabel::Hit as usize),
-            misses: sum_cache(CacheLabel::Miss as usize),
+            hits: sum_cache(CacheLabel::Hit),
+            misses: sum_cache(CacheLabel::Miss),
             upstream_errors: self.upstream_faults.get(),
             uptime: self.started.elapsed(),
         }
