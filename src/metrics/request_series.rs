@@ -95,6 +95,13 @@ pub(super) struct RequestSeries {
     shards: ThreadLocal<Shard>,
 }
 
+/// The counts are read by the scrape, not printed.
+impl fmt::Debug for RequestSeries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestSeries").finish_non_exhaustive()
+    }
+}
+
 impl RequestSeries {
     /// Counts one request on the calling thread's shard.
     pub(super) fn count(&self, route: RouteLabel, cache: CacheLabel, class: usize, took: Duration) {
@@ -143,6 +150,7 @@ struct CacheLabelSet {
 }
 
 /// `requests_total` as registered: every label set, from the start.
+#[derive(Debug)]
 pub(super) struct RequestCounts(pub(super) std::sync::Arc<RequestSeries>);
 
 impl EncodeMetric for RequestCounts {
@@ -170,13 +178,8 @@ impl EncodeMetric for RequestCounts {
     }
 }
 
-impl fmt::Debug for RequestCounts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RequestCounts")
-    }
-}
-
 /// `request_duration_seconds` as registered: one histogram per cache result.
+#[derive(Debug)]
 pub(super) struct RequestDurations(pub(super) std::sync::Arc<RequestSeries>);
 
 impl EncodeMetric for RequestDurations {
@@ -195,12 +198,6 @@ impl EncodeMetric for RequestDurations {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
-    }
-}
-
-impl fmt::Debug for RequestDurations {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RequestDurations")
     }
 }
 
