@@ -34,3 +34,35 @@ impl LastWaker {
         self.0 = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    struct Noop;
+
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    #[test]
+    fn the_future_is_polled_again_only_for_a_new_waker_or_after_a_reset() {
+        let first = Waker::from(Arc::new(Noop));
+        let second = Waker::from(Arc::new(Noop));
+        let mut last = LastWaker::default();
+        let holds = |last: &mut LastWaker, waker: &Waker| last.holds(&Context::from_waker(waker));
+        assert!(!holds(&mut last, &first), "never polled: poll it");
+        assert!(holds(&mut last, &first), "the same waker: it holds it");
+        assert!(
+            holds(&mut last, &first.clone()),
+            "a clone wakes the same task"
+        );
+        assert!(!holds(&mut last, &second), "another waker: poll it");
+        assert!(holds(&mut last, &second), "that one is held now");
+        last.forget();
+        assert!(!holds(&mut last, &second), "reset: poll it again");
+    }
+}

@@ -21,14 +21,26 @@ fn the_bounds_are_fifty_microseconds_doubling_then_infinity() {
 
 #[test]
 fn every_thread_counts_apart_and_a_scrape_sums_them() {
+    const THREADS: usize = 4;
     let series = Arc::new(RequestSeries::default());
-    let threads: Vec<_> = (0..4)
+    // Every thread starts counting together, and none ends before all have
+    // counted: four threads alive at once, four slots (an ended thread's
+    // slot goes to the next thread started).
+    let start = Arc::new(std::sync::Barrier::new(THREADS));
+    let counted = Arc::new(std::sync::Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
         .map(|_| {
-            let series = Arc::clone(&series);
+            let (series, start, counted) = (
+                Arc::clone(&series),
+                Arc::clone(&start),
+                Arc::clone(&counted),
+            );
             std::thread::spawn(move || {
+                start.wait();
                 for _ in 0..20_000 {
                     series.count(RouteLabel::Conversation, CacheLabel::Hit, 0, Duration::ZERO);
                 }
+                counted.wait();
             })
         })
         .collect();
@@ -41,18 +53,16 @@ fn every_thread_counts_apart_and_a_scrape_sums_them() {
         80_000,
         "no count lost"
     );
-    assert!(
-        series.shards.iter().count() >= 2,
-        "threads that ran together count in shards of their own"
+    let index = request_index(RouteLabel::Conversation, CacheLabel::Hit, 0);
+    let per_shard: Vec<u64> = series
+        .shards
+        .iter()
+        .map(|shard| shard.requests[index].load(Ordering::Relaxed))
+        .collect();
+    assert_eq!(
+        per_shard, [20_000; THREADS],
+        "each thread counted in a shard of its own"
     );
-    for shard in series.shards.iter() {
-        let index = request_index(RouteLabel::Conversation, CacheLabel::Hit, 0);
-        assert_eq!(
-            shard.requests[index].load(Ordering::Relaxed) % 20_000,
-            0,
-            "a shard holds whole threads' counts"
-        );
-    }
     assert_eq!(
         series.requests(RouteLabel::Conversation, CacheLabel::Miss, 0),
         0
